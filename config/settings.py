@@ -1,0 +1,226 @@
+"""The one settings module, driven by environment variables (DESIGN.md §8).
+
+Every value has a default that serves local development; a value that can not be
+parsed stops start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+
+def _read(name: str, cast, default):
+    """Read one variable, turning a bad value into a start-up error that names it."""
+    try:
+        return cast(name, default=default)
+    except (ValueError, TypeError, environ.ImproperlyConfigured) as exc:
+        raise ImproperlyConfigured(f"Setting {name} has an invalid value: {exc}") from exc
+
+
+def _positive(name: str, value: float) -> float:
+    if value <= 0:
+        raise ImproperlyConfigured(f"Setting {name} must be greater than 0, got {value!r}")
+    return value
+
+
+def _at_least(name: str, value: int, minimum: int) -> int:
+    if value < minimum:
+        raise ImproperlyConfigured(f"Setting {name} must be at least {minimum}, got {value!r}")
+    return value
+
+
+DEBUG = _read("DJANGO_DEBUG", env.bool, False)
+# The fallback only serves local runs; `manage.py check --deploy` flags it.
+SECRET_KEY = _read("DJANGO_SECRET_KEY", env.str, "") or "django-insecure-development-key"
+ALLOWED_HOSTS = _read("DJANGO_ALLOWED_HOSTS", env.list, ["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = _read("DJANGO_CSRF_TRUSTED_ORIGINS", env.list, [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_celery_beat",
+    "credits",
+    "avatars",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": _read("DATABASE_URL", env.db_url, f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(_read("MEDIA_ROOT", env.str, str(BASE_DIR / "media")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# --- REST API -----------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 20,
+    "EXCEPTION_HANDLER": "config.api_errors.handle_api_exception",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Avatar service API",
+    "DESCRIPTION": "Upload a selfie, spend a credit, get a full-body comic avatar.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Redis and Celery ---------------------------------------------------------------------
+REDIS_URL = _read("REDIS_URL", env.str, "redis://127.0.0.1:6379/0")
+
+# How long a task may run before Celery kills it (seconds).
+CELERY_TASK_TIME_LIMIT = _positive("CELERY_TASK_TIME_LIMIT", _read("CELERY_TASK_TIME_LIMIT", env.int, 120))
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 10 if CELERY_TASK_TIME_LIMIT > 20 else None
+# A message not acknowledged within this many seconds is redelivered by Redis. Every countdown
+# we schedule must fit well inside it, or a waiting poll would be delivered twice.
+CELERY_VISIBILITY_TIMEOUT = _positive(
+    "CELERY_VISIBILITY_TIMEOUT", _read("CELERY_VISIBILITY_TIMEOUT", env.int, 3600)
+)
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_TASK_DEFAULT_QUEUE = _read("CELERY_TASK_DEFAULT_QUEUE", env.str, "celery")
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_TIMEZONE = TIME_ZONE
+
+# --- Replicate ----------------------------------------------------------------------------
+REPLICATE_API_TOKEN = _read("REPLICATE_API_TOKEN", env.str, "")
+REPLICATE_BASE_URL = _read("REPLICATE_BASE_URL", env.str, "https://api.replicate.com")
+REPLICATE_MODEL = _read("REPLICATE_MODEL", env.str, "openai/gpt-image-1")
+OPENAI_API_KEY = _read("OPENAI_API_KEY", env.str, "")
+REPLICATE_WEBHOOK_SECRET = _read("REPLICATE_WEBHOOK_SECRET", env.str, "")
+PUBLIC_BASE_URL = _read("PUBLIC_BASE_URL", env.str, "").rstrip("/")
+
+# --- Avatars ------------------------------------------------------------------------------
+AVATAR_CREDIT_COST = _at_least("AVATAR_CREDIT_COST", _read("AVATAR_CREDIT_COST", env.int, 1), 1)
+AVATAR_MAX_ATTEMPTS = _at_least("AVATAR_MAX_ATTEMPTS", _read("AVATAR_MAX_ATTEMPTS", env.int, 2), 1)
+AVATAR_API_MAX_RETRIES = _at_least(
+    "AVATAR_API_MAX_RETRIES", _read("AVATAR_API_MAX_RETRIES", env.int, 2), 0
+)
+# Largest pause between two retries of one Replicate call (seconds).
+AVATAR_API_RETRY_MAX_DELAY = _positive(
+    "AVATAR_API_RETRY_MAX_DELAY", _read("AVATAR_API_RETRY_MAX_DELAY", env.float, 60.0)
+)
+AVATAR_GENERATION_TIMEOUT = _positive(
+    "AVATAR_GENERATION_TIMEOUT", _read("AVATAR_GENERATION_TIMEOUT", env.float, 600.0)
+)
+AVATAR_POLL_INITIAL_DELAY = _positive(
+    "AVATAR_POLL_INITIAL_DELAY", _read("AVATAR_POLL_INITIAL_DELAY", env.float, 2.0)
+)
+AVATAR_POLL_MAX_DELAY = _positive(
+    "AVATAR_POLL_MAX_DELAY", _read("AVATAR_POLL_MAX_DELAY", env.float, 30.0)
+)
+# Fraction of each poll delay added at random, so many polls do not arrive together.
+AVATAR_POLL_JITTER = 0.2
+AVATAR_MAX_IN_FLIGHT_PER_USER = _at_least(
+    "AVATAR_MAX_IN_FLIGHT_PER_USER", _read("AVATAR_MAX_IN_FLIGHT_PER_USER", env.int, 3), 1
+)
+AVATAR_OUTPUT_ALLOWED_HOSTS = _read(
+    "AVATAR_OUTPUT_ALLOWED_HOSTS", env.list, ["replicate.delivery", "*.replicate.delivery"]
+)
+AVATAR_OUTPUT_ALLOW_HTTP = _read("AVATAR_OUTPUT_ALLOW_HTTP", env.bool, False)
+AVATAR_RETENTION_DAYS = _read("AVATAR_RETENTION_DAYS", env.int, None)
+AVATAR_IMAGE_QUALITY = _read("AVATAR_IMAGE_QUALITY", env.str, "high")
+if AVATAR_IMAGE_QUALITY not in {"low", "medium", "high", "auto"}:
+    raise ImproperlyConfigured(
+        f"Setting AVATAR_IMAGE_QUALITY must be low, medium, high or auto, got {AVATAR_IMAGE_QUALITY!r}"
+    )
+
+# --- Selfies ------------------------------------------------------------------------------
+SELFIE_MAX_BYTES = _positive("SELFIE_MAX_BYTES", _read("SELFIE_MAX_BYTES", env.int, 10 * 1024 * 1024))
+SELFIE_MIN_SIDE = 256
+# Decoded pixels above this are refused before decoding (decompression bombs).
+SELFIE_MAX_PIXELS = _positive("SELFIE_MAX_PIXELS", _read("SELFIE_MAX_PIXELS", env.int, 40_000_000))
+# The stored copy is scaled down so its longer side is at most this.
+SELFIE_STORED_MAX_SIDE = 2048
+SELFIE_RETENTION_HOURS = _positive(
+    "SELFIE_RETENTION_HOURS", _read("SELFIE_RETENTION_HOURS", env.float, 24.0)
+)
+DATA_UPLOAD_MAX_MEMORY_SIZE = SELFIE_MAX_BYTES + 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+
+# --- Logging ------------------------------------------------------------------------------
+LOG_LEVEL = _read("LOG_LEVEL", env.str, "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
