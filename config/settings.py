@@ -24,6 +24,18 @@ def _read(name: str, cast, default):
         raise ImproperlyConfigured(f"Setting {name} has an invalid value: {exc}") from exc
 
 
+def _bool(name: str, default: bool) -> bool:
+    """Strict: a typo such as DJANGO_DEBUG=ture must not silently mean False."""
+    raw = env.str(name, default="").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"Setting {name} must be true or false, got {raw!r}")
+
+
 def _positive(name: str, value: float) -> float:
     if value <= 0:
         raise ImproperlyConfigured(f"Setting {name} must be greater than 0, got {value!r}")
@@ -36,7 +48,7 @@ def _at_least(name: str, value: int, minimum: int) -> int:
     return value
 
 
-DEBUG = _read("DJANGO_DEBUG", env.bool, False)
+DEBUG = _bool("DJANGO_DEBUG", False)
 # The fallback only serves local runs; `manage.py check --deploy` flags it.
 SECRET_KEY = _read("DJANGO_SECRET_KEY", env.str, "") or "django-insecure-development-key"
 ALLOWED_HOSTS = _read("DJANGO_ALLOWED_HOSTS", env.list, ["127.0.0.1", "localhost", "testserver"])
@@ -52,6 +64,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "credits",
     "avatars",
@@ -89,6 +102,11 @@ TEMPLATES = [
 DATABASES = {
     "default": _read("DATABASE_URL", env.db_url, f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
+if DATABASES["default"]["ENGINE"] not in {
+    "django.db.backends.postgresql",
+    "django.db.backends.sqlite3",
+}:
+    raise ImproperlyConfigured("Setting DATABASE_URL must be a postgres:// or sqlite:/// URL")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -130,6 +148,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Upload a selfie, spend a credit, get a full-body comic avatar.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI served from our own static files: no CDN, works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Redis and Celery ---------------------------------------------------------------------
@@ -185,13 +207,22 @@ AVATAR_POLL_MAX_DELAY = _positive(
 )
 # Fraction of each poll delay added at random, so many polls do not arrive together.
 AVATAR_POLL_JITTER = 0.2
+# The longest a Celery message may legitimately sit unacknowledged: a poll's largest countdown,
+# then the largest pause before a retried call, then the task's own time limit. Redis redelivers
+# anything unacknowledged for CELERY_VISIBILITY_TIMEOUT, so this must stay well below it
+# (avatars/checks.py refuses to start otherwise).
+CELERY_LONGEST_UNACKED_SECONDS = (
+    AVATAR_POLL_MAX_DELAY * (1 + AVATAR_POLL_JITTER)
+    + AVATAR_API_RETRY_MAX_DELAY
+    + CELERY_TASK_TIME_LIMIT
+)
 AVATAR_MAX_IN_FLIGHT_PER_USER = _at_least(
     "AVATAR_MAX_IN_FLIGHT_PER_USER", _read("AVATAR_MAX_IN_FLIGHT_PER_USER", env.int, 3), 1
 )
 AVATAR_OUTPUT_ALLOWED_HOSTS = _read(
     "AVATAR_OUTPUT_ALLOWED_HOSTS", env.list, ["replicate.delivery", "*.replicate.delivery"]
 )
-AVATAR_OUTPUT_ALLOW_HTTP = _read("AVATAR_OUTPUT_ALLOW_HTTP", env.bool, False)
+AVATAR_OUTPUT_ALLOW_HTTP = _bool("AVATAR_OUTPUT_ALLOW_HTTP", False)
 AVATAR_RETENTION_DAYS = _read("AVATAR_RETENTION_DAYS", env.int, None)
 AVATAR_IMAGE_QUALITY = _read("AVATAR_IMAGE_QUALITY", env.str, "high")
 if AVATAR_IMAGE_QUALITY not in {"low", "medium", "high", "auto"}:

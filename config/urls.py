@@ -1,22 +1,28 @@
-"""
-URL configuration for config project.
-
-The `urlpatterns` list routes URLs to views. For more information please see:
-    https://docs.djangoproject.com/en/5.2/topics/http/urls/
-Examples:
-Function views
-    1. Add an import:  from my_app import views
-    2. Add a URL to urlpatterns:  path('', views.home, name='home')
-Class-based views
-    1. Add an import:  from other_app.views import Home
-    2. Add a URL to urlpatterns:  path('', Home.as_view(), name='home')
-Including another URLconf
-    1. Import the include() function: from django.urls import include, path
-    2. Add a URL to urlpatterns:  path('blog/', include('blog.urls'))
-"""
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import ObtainAuthToken
+
+from avatars import api as avatars_api
+from config import health
+from credits import api as credits_api
+
+api_v1 = [
+    path("auth/token/", ObtainAuthToken.as_view(), name="api-token"),
+    path("credits/", credits_api.CreditsView.as_view(), name="api-credits"),
+    path("sessions/", avatars_api.SessionCreateView.as_view(), name="api-sessions"),
+    path(
+        "sessions/<uuid:session_id>/",
+        avatars_api.SessionDetailView.as_view(),
+        name="api-session-detail",
+    ),
+]
 
 urlpatterns = [
-    path('admin/', admin.site.urls),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("healthz", health.liveness, name="healthz"),
+    path("readyz", health.readiness, name="readyz"),
+    path("api/v1/", include(api_v1)),
 ]

@@ -1,0 +1,153 @@
+"""Selfie sessions, avatars (one generation job each) and the Replicate predictions behind them."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+def selfie_upload_to(instance: SelfieSession, filename: str) -> str:
+    """An unguessable name that says nothing of the user's own file name."""
+    return f"selfies/{secrets.token_hex(16)}.jpg"
+
+
+def avatar_upload_to(instance: Avatar, filename: str) -> str:
+    return f"avatars/{secrets.token_hex(16)}.png"
+
+
+def default_selfie_expiry():
+    return timezone.now() + timedelta(hours=settings.SELFIE_RETENTION_HOURS)
+
+
+class SelfieSession(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="selfie_sessions"
+    )
+    selfie = models.ImageField(upload_to=selfie_upload_to, blank=True)
+    selfie_sha256 = models.CharField(max_length=64)
+    selfie_width = models.PositiveIntegerField()
+    selfie_height = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(default=default_selfie_expiry)
+    selfie_deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="avatars_session_owner_time"),
+            models.Index(
+                fields=["expires_at"],
+                condition=Q(selfie_deleted_at__isnull=True),
+                name="avatars_session_selfie_expiry",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"session {self.id}"
+
+    def is_expired(self, now=None) -> bool:
+        """True once the selfie is gone or past its retention: no new avatar may use it."""
+        now = now or timezone.now()
+        return self.selfie_deleted_at is not None or self.expires_at <= now
+
+
+class Avatar(models.Model):
+    """One generation job and its result."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELED = "canceled", "Canceled"
+
+    TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="avatars"
+    )
+    session = models.ForeignKey(SelfieSession, on_delete=models.CASCADE, related_name="avatars")
+    style = models.CharField(max_length=40)
+    prompt_version = models.CharField(max_length=40)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # Fencing counter: a poll message carries the value it was scheduled with and does
+    # nothing unless it still matches, so a stale or duplicated message can not act twice.
+    poll_seq = models.PositiveIntegerField(default=0)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    image = models.ImageField(upload_to=avatar_upload_to, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    image_sha256 = models.CharField(max_length=64, blank=True, default="")
+    error_code = models.CharField(max_length=40, blank=True, default="")
+    error_message = models.CharField(max_length=300, blank=True, default="")
+    error_detail = models.TextField(blank=True, default="")
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="avatars_avatar_owner_time"),
+            models.Index(fields=["status", "next_poll_at"], name="avatars_avatar_status_poll"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="avatars_avatar_one_per_idempotency_key",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    status__in=["queued", "running", "succeeded", "failed", "canceled"]
+                ),
+                name="avatars_avatar_status_known",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"avatar {self.id} ({self.status})"
+
+    @property
+    def credit_reference(self) -> str:
+        """What the ledger calls this avatar's charge, refund and compensation."""
+        return f"avatar:{self.id}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL_STATUSES
+
+
+class Prediction(models.Model):
+    """One Replicate prediction: one attempt at generating an avatar."""
+
+    avatar = models.ForeignKey(Avatar, on_delete=models.CASCADE, related_name="predictions")
+    number = models.PositiveSmallIntegerField()
+    prediction_id = models.CharField(max_length=64, unique=True)
+    status = models.CharField(max_length=16, default="starting")
+    error = models.TextField(blank=True, default="")
+    output_url = models.URLField(max_length=1000, blank=True, default="")
+    input_file_url = models.URLField(max_length=1000, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    predict_time = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["avatar", "number"], name="avatars_prediction_one_per_attempt"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"prediction {self.prediction_id} ({self.status})"

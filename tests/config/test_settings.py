@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from avatars.checks import check_visibility_timeout_covers_countdowns
+from config.celery import app as celery_app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_settings(**env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("AVATAR_MAX_ATTEMPTS", "two"),
+        ("AVATAR_MAX_ATTEMPTS", "0"),
+        ("AVATAR_GENERATION_TIMEOUT", "-5"),
+        ("DJANGO_DEBUG", "maybe"),
+        ("SELFIE_MAX_BYTES", "10MB"),
+        ("AVATAR_IMAGE_QUALITY", "ultra"),
+        ("DATABASE_URL", "nosuchdb://x"),
+    ],
+)
+def test_a_bad_setting_stops_start_up_naming_the_variable(name, value):
+    result = _load_settings(**{name: value})
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert name in result.stderr.splitlines()[-1]
+
+
+def test_good_settings_load():
+    assert _load_settings(AVATAR_MAX_ATTEMPTS="3").returncode == 0
+
+
+def test_celery_is_configured_for_at_least_once_delivery():
+    conf = celery_app.conf
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.broker_transport_options["visibility_timeout"] == settings.CELERY_VISIBILITY_TIMEOUT
+
+
+def test_visibility_timeout_covers_the_longest_countdown_retry_and_run():
+    longest_countdown = settings.AVATAR_POLL_MAX_DELAY * (1 + settings.AVATAR_POLL_JITTER)
+    longest_unacked = (
+        longest_countdown + settings.AVATAR_API_RETRY_MAX_DELAY + settings.CELERY_TASK_TIME_LIMIT
+    )
+
+    assert settings.CELERY_LONGEST_UNACKED_SECONDS == pytest.approx(longest_unacked)
+    assert longest_unacked * 2 <= settings.CELERY_VISIBILITY_TIMEOUT
+    assert check_visibility_timeout_covers_countdowns(None) == []
+
+
+def test_a_visibility_timeout_shorter_than_a_countdown_is_refused(settings):
+    settings.CELERY_VISIBILITY_TIMEOUT = 60
+
+    errors = check_visibility_timeout_covers_countdowns(None)
+
+    assert [e.id for e in errors] == ["avatars.E001"]
