@@ -66,19 +66,15 @@ class SessionCreateView(APIView):
                 "Attach a photo in the field 'selfie'.",
                 fields={"selfie": ["This field is required."]},
             )
-        if upload.size > settings.SELFIE_MAX_BYTES:
-            raise ApiError(400, "invalid_selfie", _too_large_message())
         try:
-            prepared = prepare_selfie_from_settings(upload.read())
+            # One byte past the limit is enough to refuse, without reading a huge upload.
+            prepared = prepare_selfie_from_settings(upload.read(settings.SELFIE_MAX_BYTES + 1))
         except InvalidSelfie as exc:
-            raise ApiError(400, "invalid_selfie", exc.message, fields={"reason": exc.reason}) from exc
+            raise ApiError(
+                400, "invalid_selfie", exc.message, fields={"reason": exc.reason}
+            ) from exc
         session = services.create_selfie_session(owner=request.user, selfie=prepared)
         return Response(SessionOutput(session).data, status=status.HTTP_201_CREATED)
-
-
-def _too_large_message() -> str:
-    megabytes = settings.SELFIE_MAX_BYTES / (1024 * 1024)
-    return f"The file is larger than {megabytes:g} MB."
 
 
 class SessionDetailView(APIView):

@@ -90,7 +90,7 @@ class Avatar(models.Model):
     error_code = models.CharField(max_length=40, blank=True, default="")
     error_message = models.CharField(max_length=300, blank=True, default="")
     error_detail = models.TextField(blank=True, default="")
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    idempotency_key = models.CharField(max_length=200, blank=True, default="")
     idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     submitted_at = models.DateTimeField(null=True, blank=True)
@@ -104,13 +104,11 @@ class Avatar(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["owner", "idempotency_key"],
-                condition=Q(idempotency_key__isnull=False),
+                condition=~Q(idempotency_key=""),
                 name="avatars_avatar_one_per_idempotency_key",
             ),
             models.CheckConstraint(
-                condition=Q(
-                    status__in=["queued", "running", "succeeded", "failed", "canceled"]
-                ),
+                condition=Q(status__in=["queued", "running", "succeeded", "failed", "canceled"]),
                 name="avatars_avatar_status_known",
             ),
         ]

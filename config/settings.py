@@ -158,7 +158,9 @@ SPECTACULAR_SETTINGS = {
 REDIS_URL = _read("REDIS_URL", env.str, "redis://127.0.0.1:6379/0")
 
 # How long a task may run before Celery kills it (seconds).
-CELERY_TASK_TIME_LIMIT = _positive("CELERY_TASK_TIME_LIMIT", _read("CELERY_TASK_TIME_LIMIT", env.int, 120))
+CELERY_TASK_TIME_LIMIT = _positive(
+    "CELERY_TASK_TIME_LIMIT", _read("CELERY_TASK_TIME_LIMIT", env.int, 120)
+)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 10 if CELERY_TASK_TIME_LIMIT > 20 else None
 # A message not acknowledged within this many seconds is redelivered by Redis. Every countdown
 # we schedule must fit well inside it, or a waiting poll would be delivered twice.
@@ -227,11 +229,14 @@ AVATAR_RETENTION_DAYS = _read("AVATAR_RETENTION_DAYS", env.int, None)
 AVATAR_IMAGE_QUALITY = _read("AVATAR_IMAGE_QUALITY", env.str, "high")
 if AVATAR_IMAGE_QUALITY not in {"low", "medium", "high", "auto"}:
     raise ImproperlyConfigured(
-        f"Setting AVATAR_IMAGE_QUALITY must be low, medium, high or auto, got {AVATAR_IMAGE_QUALITY!r}"
+        "Setting AVATAR_IMAGE_QUALITY must be low, medium, high or auto, "
+        f"got {AVATAR_IMAGE_QUALITY!r}"
     )
 
 # --- Selfies ------------------------------------------------------------------------------
-SELFIE_MAX_BYTES = _positive("SELFIE_MAX_BYTES", _read("SELFIE_MAX_BYTES", env.int, 10 * 1024 * 1024))
+SELFIE_MAX_BYTES = _positive(
+    "SELFIE_MAX_BYTES", _read("SELFIE_MAX_BYTES", env.int, 10 * 1024 * 1024)
+)
 SELFIE_MIN_SIDE = 256
 # Decoded pixels above this are refused before decoding (decompression bombs).
 SELFIE_MAX_PIXELS = _positive("SELFIE_MAX_PIXELS", _read("SELFIE_MAX_PIXELS", env.int, 40_000_000))

@@ -1,4 +1,4 @@
-"""Read-only consistency checks of the ledger, for `manage.py check_ledger` and the invariant checker."""
+"""Read-only consistency checks of the ledger (`manage.py check_ledger`, the invariant checker)."""
 
 from __future__ import annotations
 

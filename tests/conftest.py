@@ -10,7 +10,9 @@ from rest_framework.test import APIClient
 def pytest_sessionstart(session):
     """The suite's promises are about PostgreSQL; refuse to run on anything else."""
     if connection.vendor != "postgresql":
-        raise pytest.UsageError("run the tests on PostgreSQL: DATABASE_URL=postgres://... (make test)")
+        raise pytest.UsageError(
+            "run the tests on PostgreSQL: DATABASE_URL=postgres://... (make test)"
+        )
 
 
 @pytest.fixture(autouse=True)

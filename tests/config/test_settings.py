@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 
 from avatars.checks import check_visibility_timeout_covers_countdowns
 from config.celery import app as celery_app
@@ -74,3 +75,8 @@ def test_a_visibility_timeout_shorter_than_a_countdown_is_refused(settings):
     errors = check_visibility_timeout_covers_countdowns(None)
 
     assert [e.id for e in errors] == ["avatars.E001"]
+
+
+@pytest.mark.django_db
+def test_models_and_migrations_agree():
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)

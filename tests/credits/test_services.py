@@ -142,7 +142,11 @@ def test_pending_compensation_waits_for_a_decision(alice, django_user_model):
     approved = services.approve_compensation(
         compensation_id=pending.pk, actor=staff, note="looked bad"
     )
-    assert (approved.status, approved.decided_by, approved.note) == ("refunded", staff, "looked bad")
+    assert (approved.status, approved.decided_by, approved.note) == (
+        "refunded",
+        staff,
+        "looked bad",
+    )
     assert approved.decided_at is not None
     assert approved.ledger_entry.actor == staff
     assert services.get_balance(user=alice) == 1

@@ -6,7 +6,9 @@ from credits.audit import find_ledger_problems
 
 
 class Command(BaseCommand):
-    help = "Check that every balance equals its entries and no reference is charged or refunded twice."
+    help = (
+        "Check that every balance equals its entries and no reference is charged or refunded twice."
+    )
 
     def handle(self, *args, **options):
         problems = find_ledger_problems()

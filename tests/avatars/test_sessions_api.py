@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.files.storage import default_storage
+from PIL import Image
+
+from avatars.models import SelfieSession
+from tests.avatars.selfie_corpus import (
+    BAD_FILES,
+    CorpusFile,
+    corpus_id,
+    fixture_bytes,
+    good_jpeg_with_gps_exif,
+)
+
+
+def _upload(client, corpus_file: CorpusFile):
+    return client.post(
+        "/api/v1/sessions/",
+        {"selfie": _named_file(corpus_file)},
+        format="multipart",
+    )
+
+
+def _named_file(corpus_file: CorpusFile) -> io.BytesIO:
+    upload = io.BytesIO(corpus_file.data)
+    upload.name = corpus_file.filename
+    return upload
+
+
+def _stored_files(settings) -> list:
+    root = settings.MEDIA_ROOT
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def test_a_good_selfie_makes_a_session(alice_client, settings):
+    response = _upload(alice_client, CorpusFile("me.jpg", fixture_bytes(), None))
+
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    session = SelfieSession.objects.get(pk=body["id"])
+    assert session.owner.username == "alice"
+    assert (body["selfie_width"], body["selfie_height"]) == (512, 512)
+    assert body["avatars"] == []
+    assert body["selfie_deleted"] is False
+    assert "selfie" not in body and "me.jpg" not in str(body)
+    assert len(_stored_files(settings)) == 1
+
+
+def test_the_stored_copy_has_no_exif_and_an_unguessable_name(alice_client):
+    corpus_file = good_jpeg_with_gps_exif()
+
+    response = _upload(alice_client, corpus_file)
+
+    assert response.status_code == 201, response.json()
+    session = SelfieSession.objects.get(pk=response.json()["id"])
+    assert corpus_file.filename not in session.selfie.name
+    assert len(session.selfie.name.split("/")[-1].split(".")[0]) == 32
+    with default_storage.open(session.selfie.name) as stored:
+        image = Image.open(stored)
+        image.load()
+    assert not image.getexif()
+    assert "exif" not in image.info
+    assert image.size == (300, 600), "EXIF orientation was applied before it was dropped"
+
+
+@pytest.mark.parametrize("make", BAD_FILES, ids=corpus_id)
+def test_a_bad_file_is_refused_and_nothing_is_stored(alice_client, settings, make):
+    corpus_file = make()
+
+    response = _upload(alice_client, corpus_file)
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_selfie"
+    assert error["fields"]["reason"] == corpus_file.expected_reason
+    assert error["message"].endswith(".") and "Traceback" not in error["message"]
+    assert not SelfieSession.objects.exists()
+    assert _stored_files(settings) == []
+
+
+def test_a_missing_selfie_field_is_a_validation_error(alice_client):
+    response = alice_client.post("/api/v1/sessions/", {}, format="multipart")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "validation_error"
+    assert "selfie" in response.json()["error"]["fields"]
+
+
+def test_the_owner_sees_their_session(alice_client):
+    created = _upload(alice_client, CorpusFile("me.jpg", fixture_bytes(), None)).json()
+
+    response = alice_client.get(f"/api/v1/sessions/{created['id']}/")
+
+    assert response.status_code == 200
+    assert response.json()["id"] == created["id"]
+
+
+def test_another_user_gets_404_for_someone_elses_session(alice_client, bob_client):
+    created = _upload(alice_client, CorpusFile("me.jpg", fixture_bytes(), None)).json()
+
+    response = bob_client.get(f"/api/v1/sessions/{created['id']}/")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_an_unknown_session_is_404(alice_client):
+    response = alice_client.get("/api/v1/sessions/00000000-0000-0000-0000-000000000000/")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
