@@ -28,7 +28,7 @@ class PredictionInline(admin.TabularInline):
         "completed_at",
         "predict_time",
     ]
-    exclude = ["output_url", "input_file_url"]
+    exclude = ["output_url", "input_file_id"]
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False

@@ -2,25 +2,94 @@
 
 from __future__ import annotations
 
+import mimetypes
+import uuid
+
 from django.conf import settings
+from django.http import FileResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from avatars import services
+from avatars import prompts, services
 from avatars.models import Avatar, SelfieSession
 from avatars.selfies import InvalidSelfie, prepare_selfie_from_settings
 from config.api_errors import ApiError
+from credits.models import Compensation
+from credits.services import InsufficientCredits
+
+
+class ErrorOutput(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class RefundOutput(serializers.Serializer):
+    status = serializers.CharField()
+    amount = serializers.IntegerField()
 
 
 class AvatarOutput(serializers.ModelSerializer):
+    image_url = serializers.SerializerMethodField()
+    error = serializers.SerializerMethodField()
+    refund = serializers.SerializerMethodField()
+
     class Meta:
         model = Avatar
-        fields = ["id", "session", "style", "status", "attempts", "created_at", "completed_at"]
+        fields = [
+            "id",
+            "session",
+            "style",
+            "status",
+            "image_url",
+            "width",
+            "height",
+            "error",
+            "refund",
+            "attempts",
+            "created_at",
+            "completed_at",
+        ]
+
+    def get_image_url(self, avatar: Avatar) -> str | None:
+        """Our own URL, served to the owner only; never Replicate's."""
+        if avatar.status != Avatar.Status.SUCCEEDED or not avatar.image:
+            return None
+        path = reverse("api-avatar-image", args=[avatar.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    @extend_schema_field(ErrorOutput(allow_null=True))
+    def get_error(self, avatar: Avatar) -> dict | None:
+        if not avatar.error_code:
+            return None
+        return {"code": avatar.error_code, "message": avatar.error_message}
+
+    @extend_schema_field(RefundOutput(allow_null=True))
+    def get_refund(self, avatar: Avatar) -> dict | None:
+        compensations = self.context.get("compensations")
+        if compensations is None:
+            compensations = _compensations_for([avatar])
+        compensation = compensations.get(avatar.credit_reference)
+        if compensation is None:
+            return None
+        return {"status": compensation.status, "amount": compensation.amount}
+
+
+def _compensations_for(avatars) -> dict[str, Compensation]:
+    references = [avatar.credit_reference for avatar in avatars]
+    return {c.reference: c for c in Compensation.objects.filter(reference__in=references)}
+
+
+def _avatar_context(request: Request, avatars) -> dict:
+    return {"request": request, "compensations": _compensations_for(avatars)}
 
 
 class SessionOutput(serializers.ModelSerializer):
@@ -42,9 +111,11 @@ class SessionOutput(serializers.ModelSerializer):
     def get_selfie_deleted(self, session: SelfieSession) -> bool:
         return session.selfie_deleted_at is not None
 
-    @extend_schema(responses=AvatarOutput(many=True))
+    @extend_schema_field(AvatarOutput(many=True))
     def get_avatars(self, session: SelfieSession) -> list[dict]:
-        return AvatarOutput(session.avatars.order_by("-created_at"), many=True).data
+        avatars = list(session.avatars.order_by("-created_at"))
+        request = self.context.get("request")
+        return AvatarOutput(avatars, many=True, context=_avatar_context(request, avatars)).data
 
 
 class SessionUploadInput(serializers.Serializer):
@@ -74,11 +145,157 @@ class SessionCreateView(APIView):
                 400, "invalid_selfie", exc.message, fields={"reason": exc.reason}
             ) from exc
         session = services.create_selfie_session(owner=request.user, selfie=prepared)
-        return Response(SessionOutput(session).data, status=status.HTTP_201_CREATED)
+        output = SessionOutput(session, context={"request": request})
+        return Response(output.data, status=status.HTTP_201_CREATED)
 
 
 class SessionDetailView(APIView):
     @extend_schema(responses=SessionOutput)
     def get(self, request: Request, session_id) -> Response:
         session = get_object_or_404(SelfieSession, pk=session_id, owner=request.user)
-        return Response(SessionOutput(session).data)
+        return Response(SessionOutput(session, context={"request": request}).data)
+
+
+class StyleOutput(serializers.Serializer):
+    id = serializers.CharField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+
+
+class StyleListView(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses=StyleOutput(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(StyleOutput(prompts.STYLES.values(), many=True).data)
+
+
+class AvatarCreateInput(serializers.Serializer):
+    session = serializers.UUIDField()
+    style = serializers.ChoiceField(choices=list(prompts.STYLES), default=prompts.DEFAULT_STYLE)
+
+
+class AvatarListCreateView(APIView):
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(
+        request=AvatarCreateInput,
+        responses={202: AvatarOutput},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="Repeat a submission safely: same key and body, same avatar.",
+            )
+        ],
+        summary="Spend a credit and start generating an avatar",
+    )
+    def post(self, request: Request) -> Response:
+        data = AvatarCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if len(key) > 200:
+            raise ApiError(
+                400,
+                "validation_error",
+                "The Idempotency-Key is too long.",
+                fields={"Idempotency-Key": ["At most 200 characters."]},
+            )
+        try:
+            avatar, created = services.request_avatar(
+                owner=request.user,
+                session_id=data.validated_data["session"],
+                style=data.validated_data["style"],
+                idempotency_key=key,
+            )
+        except services.SessionNotFound as exc:
+            raise ApiError(404, "not_found", "No such session.") from exc
+        except services.SessionExpired as exc:
+            raise ApiError(
+                410, "session_expired", "This selfie has expired. Please upload it again."
+            ) from exc
+        except services.TooManyInFlight as exc:
+            raise ApiError(
+                429,
+                "too_many_in_flight",
+                f"You can have at most {settings.AVATAR_MAX_IN_FLIGHT_PER_USER} avatars in "
+                "progress. Wait for one to finish.",
+            ) from exc
+        except services.IdempotencyConflict as exc:
+            raise ApiError(
+                422,
+                "idempotency_conflict",
+                "This Idempotency-Key was already used for a different request.",
+            ) from exc
+        except InsufficientCredits as exc:
+            raise ApiError(
+                402, "insufficient_credits", "You do not have enough credits for an avatar."
+            ) from exc
+        response = Response(
+            AvatarOutput(avatar, context=_avatar_context(request, [avatar])).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
+        if not created:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+    @extend_schema(
+        responses=AvatarOutput(many=True),
+        parameters=[OpenApiParameter("session", str, description="Only this session's avatars")],
+    )
+    def get(self, request: Request) -> Response:
+        avatars = Avatar.objects.filter(owner=request.user).order_by("-created_at", "-id")
+        session_id = request.query_params.get("session")
+        if session_id:
+            try:
+                avatars = avatars.filter(session_id=uuid.UUID(session_id))
+            except ValueError as exc:
+                raise ApiError(
+                    400,
+                    "validation_error",
+                    "The session filter is not a valid id.",
+                    fields={"session": ["Must be a UUID."]},
+                ) from exc
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(avatars, request, self)
+        output = AvatarOutput(page, many=True, context=_avatar_context(request, page))
+        return paginator.get_paginated_response(output.data)
+
+
+class AvatarDetailView(APIView):
+    @extend_schema(responses=AvatarOutput)
+    def get(self, request: Request, avatar_id) -> Response:
+        avatar = get_object_or_404(Avatar, pk=avatar_id, owner=request.user)
+        return Response(AvatarOutput(avatar, context=_avatar_context(request, [avatar])).data)
+
+
+class AvatarCancelView(APIView):
+    @extend_schema(request=None, responses={202: AvatarOutput})
+    def post(self, request: Request, avatar_id) -> Response:
+        get_object_or_404(Avatar, pk=avatar_id, owner=request.user)
+        try:
+            avatar = services.cancel_avatar(owner=request.user, avatar_id=avatar_id)
+        except services.AvatarFinished as exc:
+            raise ApiError(409, "avatar_finished", "This avatar has already finished.") from exc
+        return Response(
+            AvatarOutput(avatar, context=_avatar_context(request, [avatar])).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class AvatarImageView(APIView):
+    """The finished image, to its owner only, never cached by shared caches."""
+
+    @extend_schema(responses={(200, "image/png"): bytes})
+    def get(self, request: Request, avatar_id) -> FileResponse:
+        avatar = get_object_or_404(
+            Avatar, pk=avatar_id, owner=request.user, status=Avatar.Status.SUCCEEDED
+        )
+        if not avatar.image:
+            raise ApiError(404, "not_found", "Not found.")
+        content_type = mimetypes.guess_type(avatar.image.name)[0] or "application/octet-stream"
+        response = FileResponse(avatar.image.open("rb"), content_type=content_type)
+        response["Cache-Control"] = "private, max-age=3600"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response

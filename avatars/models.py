@@ -17,8 +17,9 @@ def selfie_upload_to(instance: SelfieSession, filename: str) -> str:
     return f"selfies/{secrets.token_hex(16)}.jpg"
 
 
-def avatar_upload_to(instance: Avatar, filename: str) -> str:
-    return f"avatars/{secrets.token_hex(16)}.png"
+def avatar_upload_to(instance: Avatar | None, filename: str) -> str:
+    extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else "png"
+    return f"avatars/{secrets.token_hex(16)}.{extension}"
 
 
 def default_selfie_expiry():
@@ -81,7 +82,13 @@ class Avatar(models.Model):
     # Fencing counter: a poll message carries the value it was scheduled with and does
     # nothing unless it still matches, so a stale or duplicated message can not act twice.
     poll_seq = models.PositiveIntegerField(default=0)
+    # When the next step is due; the sweeper re-drives rows whose step is overdue.
     next_poll_at = models.DateTimeField(null=True, blank=True)
+    # Transient failures in a row of the current Replicate call (reset by a success).
+    api_retries = models.PositiveSmallIntegerField(default=0)
+    # Set just before a create is sent for the current attempt and cleared once its prediction
+    # is stored: if a step finds it set, the create's outcome is unknown and must be looked up.
+    create_sent_at = models.DateTimeField(null=True, blank=True)
     deadline_at = models.DateTimeField(null=True, blank=True)
     image = models.ImageField(upload_to=avatar_upload_to, blank=True)
     width = models.PositiveIntegerField(null=True, blank=True)
@@ -135,7 +142,8 @@ class Prediction(models.Model):
     status = models.CharField(max_length=16, default="starting")
     error = models.TextField(blank=True, default="")
     output_url = models.URLField(max_length=1000, blank=True, default="")
-    input_file_url = models.URLField(max_length=1000, blank=True, default="")
+    # A selfie uploaded through Replicate's Files API for this attempt, deleted when it ends.
+    input_file_id = models.CharField(max_length=100, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
     predict_time = models.FloatField(null=True, blank=True)
@@ -149,3 +157,13 @@ class Prediction(models.Model):
 
     def __str__(self) -> str:
         return f"prediction {self.prediction_id} ({self.status})"
+
+
+class WebhookDelivery(models.Model):
+    """A webhook we accepted, by its `webhook-id`, so a replay is recognised and ignored."""
+
+    webhook_id = models.CharField(max_length=200, unique=True)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return self.webhook_id

@@ -177,7 +177,6 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 CELERY_TASK_DEFAULT_QUEUE = _read("CELERY_TASK_DEFAULT_QUEUE", env.str, "celery")
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-CELERY_BEAT_SCHEDULE: dict = {}
 CELERY_TIMEZONE = TIME_ZONE
 
 # --- Replicate ----------------------------------------------------------------------------
@@ -198,6 +197,10 @@ AVATAR_API_MAX_RETRIES = _at_least(
 AVATAR_API_RETRY_MAX_DELAY = _positive(
     "AVATAR_API_RETRY_MAX_DELAY", _read("AVATAR_API_RETRY_MAX_DELAY", env.float, 60.0)
 )
+# First pause before retrying a transient Replicate API error; it doubles each time.
+AVATAR_API_RETRY_INITIAL_DELAY = _positive(
+    "AVATAR_API_RETRY_INITIAL_DELAY", _read("AVATAR_API_RETRY_INITIAL_DELAY", env.float, 1.0)
+)
 AVATAR_GENERATION_TIMEOUT = _positive(
     "AVATAR_GENERATION_TIMEOUT", _read("AVATAR_GENERATION_TIMEOUT", env.float, 600.0)
 )
@@ -209,6 +212,14 @@ AVATAR_POLL_MAX_DELAY = _positive(
 )
 # Fraction of each poll delay added at random, so many polls do not arrive together.
 AVATAR_POLL_JITTER = 0.2
+# With webhooks on, polls are only a fallback and wait this many times longer.
+AVATAR_WEBHOOK_POLL_FACTOR = 3
+# Seconds a step's due time may pass before the sweeper re-drives it (the message was lost).
+AVATAR_SWEEP_GRACE = _positive("AVATAR_SWEEP_GRACE", _read("AVATAR_SWEEP_GRACE", env.float, 30.0))
+# How often celery-beat runs the sweeper (seconds).
+AVATAR_SWEEP_INTERVAL = _positive(
+    "AVATAR_SWEEP_INTERVAL", _read("AVATAR_SWEEP_INTERVAL", env.float, 60.0)
+)
 # The longest a Celery message may legitimately sit unacknowledged: a poll's largest countdown,
 # then the largest pause before a retried call, then the task's own time limit. Redis redelivers
 # anything unacknowledged for CELERY_VISIBILITY_TIMEOUT, so this must stay well below it
@@ -259,4 +270,12 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "INFO"}},
+}
+
+# --- Scheduled work (celery-beat; the DatabaseScheduler syncs these into its tables) -------
+CELERY_BEAT_SCHEDULE = {
+    "sweep-avatars": {
+        "task": "avatars.tasks.sweep_avatars_task",
+        "schedule": AVATAR_SWEEP_INTERVAL,
+    },
 }

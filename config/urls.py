@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import ObtainAuthToken
 
 from avatars import api as avatars_api
+from avatars import webhooks
 from config import health
 from credits import api as credits_api
 
@@ -16,6 +17,20 @@ api_v1 = [
         avatars_api.SessionDetailView.as_view(),
         name="api-session-detail",
     ),
+    path("styles/", avatars_api.StyleListView.as_view(), name="api-styles"),
+    path("avatars/", avatars_api.AvatarListCreateView.as_view(), name="api-avatars"),
+    path("avatars/<uuid:avatar_id>/", avatars_api.AvatarDetailView.as_view(), name="api-avatar"),
+    path(
+        "avatars/<uuid:avatar_id>/cancel/",
+        avatars_api.AvatarCancelView.as_view(),
+        name="api-avatar-cancel",
+    ),
+    path(
+        "avatars/<uuid:avatar_id>/image/",
+        avatars_api.AvatarImageView.as_view(),
+        name="api-avatar-image",
+    ),
+    path("webhooks/replicate/", webhooks.replicate_webhook, name="api-webhook-replicate"),
 ]
 
 urlpatterns = [

@@ -1,10 +1,19 @@
 from __future__ import annotations
 
+import uuid
+
 import pytest
+from celery.contrib.testing.worker import start_worker
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+
+from config.celery import app as celery_app
+
+# The simulator's fixtures (`replicate_simulator`) for every test.
+pytest_plugins = ["replicate_simulator.testing"]
 
 
 def pytest_sessionstart(session):
@@ -56,3 +65,74 @@ def bob_client(bob) -> APIClient:
 @pytest.fixture
 def anonymous_client() -> APIClient:
     return APIClient()
+
+
+# --- the generation pipeline across processes ------------------------------------------------
+
+
+PIPELINE_SETTINGS = {
+    "AVATAR_POLL_INITIAL_DELAY": 0.1,
+    "AVATAR_POLL_MAX_DELAY": 0.3,
+    "AVATAR_API_RETRY_INITIAL_DELAY": 0.05,
+    "AVATAR_API_RETRY_MAX_DELAY": 0.5,
+    "AVATAR_GENERATION_TIMEOUT": 20,
+    "AVATAR_OUTPUT_ALLOWED_HOSTS": ["127.0.0.1"],
+    "AVATAR_OUTPUT_ALLOW_HTTP": True,
+    "OPENAI_API_KEY": "sk-test-openai-key",
+    "PUBLIC_BASE_URL": "",
+}
+
+
+# A queue of this test run's own, so no other run's messages reach our worker. Set at import,
+# before anything sends a message (Celery caches its queues on first use).
+TEST_QUEUE = f"test-{uuid.uuid4().hex[:12]}"
+django_settings.CELERY_TASK_DEFAULT_QUEUE = TEST_QUEUE
+celery_app.conf.task_default_queue = TEST_QUEUE
+
+
+@pytest.fixture(scope="session")
+def celery_queue():
+    return TEST_QUEUE
+
+
+def _purge(queue: str) -> None:
+    with celery_app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(queue)
+
+
+@pytest.fixture(scope="session")
+def _session_celery_worker(celery_queue):
+    # One worker for the whole run: a second embedded worker in the same process never fires
+    # countdown (ETA) messages. A message left over from an earlier test finds its avatar gone
+    # (the database is emptied between tests) and does nothing.
+    _purge(celery_queue)
+    with start_worker(
+        celery_app,
+        pool="threads",
+        concurrency=4,
+        perform_ping_check=False,
+        queues=[celery_queue],
+        loglevel="WARNING",
+        shutdown_timeout=15,
+    ) as worker:
+        yield worker
+    _purge(celery_queue)
+
+
+@pytest.fixture
+def celery_worker(_session_celery_worker, celery_queue):
+    """A real Celery worker in threads of this process, consuming from real Redis."""
+    _purge(celery_queue)
+    yield _session_celery_worker
+    _purge(celery_queue)
+
+
+@pytest.fixture
+def pipeline(transactional_db, settings, replicate_simulator, celery_worker):
+    """Everything a generation crosses: PostgreSQL, Redis, a worker and the simulator."""
+    for name, value in PIPELINE_SETTINGS.items():
+        setattr(settings, name, value)
+    settings.REPLICATE_BASE_URL = replicate_simulator.base_url
+    settings.REPLICATE_API_TOKEN = replicate_simulator.token
+    settings.REPLICATE_WEBHOOK_SECRET = replicate_simulator.webhook_secret
+    return replicate_simulator

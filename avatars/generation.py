@@ -1,0 +1,498 @@
+"""The generation pipeline: one step at a time, each fenced, each ending in a stored state.
+
+PostgreSQL is the source of truth; Celery messages only say "look now". A step is claimed by
+bumping `poll_seq` from the value its message carries (so a duplicate or stale message does
+nothing), does at most one Replicate call, and schedules the next step with a countdown. If
+the message is lost, `next_poll_at` falls due and the sweeper re-drives the row.
+
+Lock order everywhere: the avatar row, then (inside credits.services) the compensation row,
+then the credit account row. Network calls never happen while a row lock is held.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from datetime import timedelta
+from uuid import UUID
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from avatars import errors, prompts, replicate_client, storage
+from avatars.errors import ErrorKind
+from avatars.models import Avatar, Prediction
+from avatars.replicate_client import PredictionState, ReplicateCallError
+from credits import services as credit_services
+
+logger = logging.getLogger(__name__)
+
+ACTIVE = (Avatar.Status.QUEUED, Avatar.Status.RUNNING)
+# A data URI larger than this must go through the Files API (DESIGN.md §5).
+DATA_URI_MAX_BYTES = 256 * 1024
+
+
+class Outcome(enum.Enum):
+    CONTINUE = "continue"  # still running: poll again later
+    NEXT_ATTEMPT = "next_attempt"  # a retryable failure: start the next prediction now
+    DONE = "done"  # terminal, or nothing more for this caller to do
+
+
+# --- scheduling ------------------------------------------------------------------------------
+
+
+def _step_lease() -> timedelta:
+    """How long a claimed step may take before the sweeper may assume it died."""
+    return timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + settings.AVATAR_SWEEP_GRACE)
+
+
+def _send_on_commit(task_name: str, avatar_id: UUID | str, seq: int, countdown: float) -> None:
+    """Send a step message once the transaction commits; a broker outage is the sweeper's job."""
+    from avatars import tasks
+
+    task = getattr(tasks, task_name)
+
+    def send() -> None:
+        try:
+            task.apply_async((str(avatar_id), seq), countdown=max(0.0, countdown))
+        except Exception:
+            logger.warning(
+                "avatar %s: could not enqueue %s (step %s); the sweeper will re-drive it",
+                avatar_id,
+                task_name,
+                seq,
+                exc_info=True,
+            )
+
+    transaction.on_commit(send)
+
+
+def enqueue_submission(avatar_id: UUID | str) -> None:
+    _send_on_commit("submit_avatar_task", avatar_id, 0, 0)
+
+
+def enqueue_step(avatar_id: UUID | str, seq: int, countdown: float = 0) -> None:
+    _send_on_commit("poll_avatar_task", avatar_id, seq, countdown)
+
+
+def _schedule(avatar_id: UUID, seq: int, countdown: float) -> None:
+    """Record when the next step is due and send its message."""
+    due = timezone.now() + timedelta(seconds=countdown)
+    Avatar.objects.filter(pk=avatar_id, poll_seq=seq).update(next_poll_at=due)
+    enqueue_step(avatar_id, seq, countdown)
+
+
+def poll_delay(*, elapsed: float, webhooks: bool) -> float:
+    """Exponential polling: the delay doubles with the time already waited (2, 2, 4, 8, ... 30)."""
+    delay = min(settings.AVATAR_POLL_MAX_DELAY, max(settings.AVATAR_POLL_INITIAL_DELAY, elapsed))
+    if webhooks:
+        delay = min(settings.AVATAR_POLL_MAX_DELAY, delay * settings.AVATAR_WEBHOOK_POLL_FACTOR)
+    return delay * (1 + random.random() * settings.AVATAR_POLL_JITTER)
+
+
+def retry_delay(*, retries: int, retry_after: float | None) -> float:
+    """Backoff for the n-th retry of a failed call, never sooner than the server asked."""
+    delay = settings.AVATAR_API_RETRY_INITIAL_DELAY * 2 ** max(0, retries - 1)
+    delay = max(delay, retry_after or 0)
+    return min(delay, settings.AVATAR_API_RETRY_MAX_DELAY)
+
+
+def webhook_url(avatar_id: UUID) -> str | None:
+    if not settings.PUBLIC_BASE_URL:
+        return None
+    return f"{settings.PUBLIC_BASE_URL}/api/v1/webhooks/replicate/?avatar={avatar_id}"
+
+
+# --- ending a generation ------------------------------------------------------------------------
+
+
+def _finish_locked(avatar: Avatar, status: str, kind: ErrorKind, detail: str) -> None:
+    """Move a locked, unfinished avatar to failed or canceled and refund it, in one transaction."""
+    avatar.status = status
+    avatar.error_code = kind.code
+    avatar.error_message = kind.message
+    avatar.error_detail = detail[:4000]
+    avatar.completed_at = timezone.now()
+    avatar.next_poll_at = None
+    avatar.save(
+        update_fields=[
+            "status",
+            "error_code",
+            "error_message",
+            "error_detail",
+            "completed_at",
+            "next_poll_at",
+        ]
+    )
+    credit_services.compensate(reference=avatar.credit_reference, reason=kind.code)
+    log = logger.error if kind.alerts else logger.info
+    log("avatar %s %s: %s (%s)", avatar.pk, status, kind.code, detail)
+
+
+def _lock(avatar_id: UUID) -> Avatar:
+    return Avatar.objects.select_for_update().get(pk=avatar_id)
+
+
+def fail_generation(
+    avatar_id: UUID, kind: ErrorKind, detail: str, *, status: str = Avatar.Status.FAILED
+) -> bool:
+    """Fail (or cancel) an unfinished avatar with its refund. False if it had already ended."""
+    with transaction.atomic():
+        avatar = _lock(avatar_id)
+        if avatar.is_terminal:
+            return False
+        _finish_locked(avatar, status, kind, detail)
+        return True
+
+
+def cancel_prediction_quietly(prediction_id: str) -> None:
+    try:
+        replicate_client.cancel_prediction(prediction_id)
+    except ReplicateCallError as exc:
+        logger.warning("could not cancel prediction %s: %s", prediction_id, exc.detail)
+
+
+def _current_prediction(avatar: Avatar) -> Prediction | None:
+    return avatar.predictions.filter(number=avatar.attempts).first()
+
+
+# --- applying what Replicate says ------------------------------------------------------------
+
+
+def _store_output(state: PredictionState) -> storage.StoredImage | ErrorKind | None:
+    """Download and keep the output; an ErrorKind if it can never be had, None to try later."""
+    url = state.output_url
+    if state.data_removed:
+        return errors.OUTPUT_UNAVAILABLE
+    if url is None:
+        return errors.EMPTY_OUTPUT
+    try:
+        return storage.store_avatar_image(storage.download_output(url))
+    except storage.OutputUnreachable as exc:
+        logger.warning("prediction %s: output not reachable yet: %s", state.id, exc)
+        return None
+    except (storage.OutputRefused, storage.OutputGone) as exc:
+        logger.warning("prediction %s: output refused: %s", state.id, exc)
+        return errors.OUTPUT_UNAVAILABLE
+
+
+def apply_prediction_state(avatar_id: UUID | str, state: PredictionState) -> Outcome:
+    """Bring an avatar up to date with its prediction; the one place both polls and webhooks use.
+
+    Terminal avatars never change, and a state of an earlier attempt's prediction is ignored.
+    """
+    stored: storage.StoredImage | ErrorKind | None = None
+    if state.status == "succeeded":
+        if Avatar.objects.filter(pk=avatar_id, status__in=ACTIVE).exists():
+            stored = _store_output(state)
+        if stored is None:
+            return Outcome.CONTINUE
+    kept_image = False
+    try:
+        with transaction.atomic():
+            avatar = _lock(avatar_id)
+            prediction = avatar.predictions.filter(prediction_id=state.id).first()
+            if avatar.is_terminal or prediction is None or prediction.number != avatar.attempts:
+                return Outcome.DONE
+            _record_prediction(prediction, state, stored)
+            outcome = _apply_locked(avatar, prediction, state, stored)
+            kept_image = bool(avatar.image) and avatar.image.name == getattr(stored, "name", None)
+            return outcome
+    finally:
+        if isinstance(stored, storage.StoredImage) and not kept_image:
+            default_storage.delete(stored.name)
+
+
+def _record_prediction(prediction: Prediction, state: PredictionState, stored) -> None:
+    prediction.status = state.status
+    prediction.error = state.error or ""
+    prediction.predict_time = state.predict_time
+    if state.is_terminal and prediction.completed_at is None:
+        prediction.completed_at = timezone.now()
+    if state.output_url:
+        prediction.output_url = state.output_url[:1000]
+    prediction.save()
+
+
+def _apply_locked(
+    avatar: Avatar, prediction: Prediction, state: PredictionState, stored
+) -> Outcome:
+    if not state.is_terminal:
+        return Outcome.CONTINUE
+    if state.status == "succeeded":
+        if isinstance(stored, storage.StoredImage):
+            avatar.status = Avatar.Status.SUCCEEDED
+            avatar.image.name = stored.name
+            avatar.width, avatar.height, avatar.image_sha256 = (
+                stored.width,
+                stored.height,
+                stored.sha256,
+            )
+            avatar.completed_at = timezone.now()
+            avatar.next_poll_at = None
+            avatar.save()
+            logger.info("avatar %s succeeded on attempt %s", avatar.pk, avatar.attempts)
+            return Outcome.DONE
+        _finish_locked(
+            avatar, Avatar.Status.FAILED, stored, f"prediction {state.id}: {stored.code}"
+        )
+        return Outcome.DONE
+    if state.status == "failed":
+        kind = errors.classify_prediction_error(state.error)
+        if kind.retryable and avatar.attempts < settings.AVATAR_MAX_ATTEMPTS:
+            logger.info(
+                "avatar %s: attempt %s failed (%s), starting another",
+                avatar.pk,
+                avatar.attempts,
+                kind.code,
+            )
+            avatar.attempts += 1
+            avatar.api_retries = 0
+            avatar.create_sent_at = None
+            avatar.save(update_fields=["attempts", "api_retries", "create_sent_at"])
+            return Outcome.NEXT_ATTEMPT
+        _finish_locked(avatar, Avatar.Status.FAILED, kind, f"prediction {state.id}: {state.error}")
+        return Outcome.DONE
+    # canceled or aborted, by someone other than our own cancel (which ends the avatar first)
+    _finish_locked(
+        avatar, Avatar.Status.CANCELED, errors.CANCELED, f"prediction {state.id} {state.status}"
+    )
+    return Outcome.DONE
+
+
+# --- the step --------------------------------------------------------------------------------
+
+
+def _claim(avatar_id: UUID | str, seq: int) -> Avatar | None:
+    """Take the step numbered `seq`, or None if it is stale, duplicated or the avatar ended."""
+    lease_until = timezone.now() + _step_lease()
+    claimed = Avatar.objects.filter(pk=avatar_id, poll_seq=seq, status__in=ACTIVE).update(
+        poll_seq=F("poll_seq") + 1, next_poll_at=lease_until
+    )
+    if not claimed:
+        return None
+    return Avatar.objects.get(pk=avatar_id)
+
+
+def advance_generation(avatar_id: UUID | str, seq: int) -> None:
+    """Do the next thing for one avatar: start it, create its prediction, or poll it."""
+    avatar = _claim(avatar_id, seq)
+    if avatar is None:
+        return
+    if avatar.status == Avatar.Status.QUEUED:
+        avatar = _start(avatar)
+    if avatar.deadline_at and timezone.now() >= avatar.deadline_at:
+        _time_out(avatar)
+        return
+    prediction = _current_prediction(avatar)
+    if prediction is None:
+        _create_prediction(avatar)
+        return
+    try:
+        state = replicate_client.get_prediction(prediction.prediction_id)
+    except ReplicateCallError as exc:
+        _after_call_error(avatar, exc, prediction_id=prediction.prediction_id)
+        return
+    if avatar.api_retries:
+        Avatar.objects.filter(pk=avatar.pk).update(api_retries=0)
+    outcome = apply_prediction_state(avatar.pk, state)
+    if outcome is Outcome.NEXT_ATTEMPT:
+        _schedule(avatar.pk, avatar.poll_seq, 0)
+    elif outcome is Outcome.CONTINUE:
+        elapsed = (timezone.now() - prediction.created_at).total_seconds()
+        delay = poll_delay(elapsed=elapsed, webhooks=webhook_url(avatar.pk) is not None)
+        remaining = (avatar.deadline_at - timezone.now()).total_seconds()
+        _schedule(avatar.pk, avatar.poll_seq, min(delay, max(remaining, 0) + 0.05))
+
+
+def _start(avatar: Avatar) -> Avatar:
+    now = timezone.now()
+    Avatar.objects.filter(pk=avatar.pk, status=Avatar.Status.QUEUED).update(
+        status=Avatar.Status.RUNNING,
+        attempts=1,
+        submitted_at=now,
+        deadline_at=now + timedelta(seconds=settings.AVATAR_GENERATION_TIMEOUT),
+    )
+    return Avatar.objects.get(pk=avatar.pk)
+
+
+def _time_out(avatar: Avatar) -> None:
+    prediction = _current_prediction(avatar)
+    if prediction is not None and prediction.status not in replicate_client.TERMINAL_STATUSES:
+        cancel_prediction_quietly(prediction.prediction_id)
+    fail_generation(
+        avatar.pk,
+        errors.TIMEOUT,
+        f"no result within {settings.AVATAR_GENERATION_TIMEOUT:g} s (attempt {avatar.attempts})",
+    )
+
+
+def _after_call_error(avatar: Avatar, exc: ReplicateCallError, *, prediction_id: str = "") -> None:
+    """Retry a transient failure with backoff within the budget; otherwise end the avatar."""
+    retries = avatar.api_retries + 1
+    if exc.retryable and retries <= settings.AVATAR_API_MAX_RETRIES:
+        Avatar.objects.filter(pk=avatar.pk).update(api_retries=retries)
+        delay = retry_delay(retries=retries, retry_after=exc.retry_after)
+        logger.warning(
+            "avatar %s: Replicate call failed (%s), retry %s in %.1f s",
+            avatar.pk,
+            exc.detail,
+            retries,
+            delay,
+        )
+        _schedule(avatar.pk, avatar.poll_seq, delay)
+        return
+    if prediction_id:
+        cancel_prediction_quietly(prediction_id)
+    fail_generation(avatar.pk, exc.kind, f"Replicate call failed: {exc.detail}")
+
+
+def _selfie_reference(avatar: Avatar) -> tuple[str, str]:
+    """The selfie as the model will read it: a data URI, or an uploaded file (URL, file id)."""
+    with avatar.session.selfie.open("rb") as selfie:
+        content = selfie.read()
+    if len(content) <= DATA_URI_MAX_BYTES:
+        return replicate_client.data_uri(content, "image/jpeg"), ""
+    uploaded = replicate_client.upload_file(
+        content, filename=f"{avatar.pk}.jpg", content_type="image/jpeg"
+    )
+    return uploaded.url, uploaded.id
+
+
+def _create_prediction(avatar: Avatar) -> None:
+    """Create the current attempt's prediction, unless an earlier try already did."""
+    webhook = webhook_url(avatar.pk)
+    file_id = ""
+    try:
+        state = _find_lost_prediction(avatar, webhook) if avatar.create_sent_at else None
+        if state is None:
+            if avatar.session.is_expired():
+                fail_generation(avatar.pk, errors.INTERNAL, "the selfie was deleted before use")
+                return
+            image, file_id = _selfie_reference(avatar)
+            state = _send_create(avatar, image, webhook)
+    except ReplicateCallError as exc:
+        _after_call_error(avatar, exc)
+        return
+    if not _store_prediction(avatar, state, file_id):
+        return
+    logger.info("avatar %s: attempt %s is prediction %s", avatar.pk, avatar.attempts, state.id)
+    _schedule(avatar.pk, avatar.poll_seq, poll_delay(elapsed=0, webhooks=webhook is not None))
+
+
+def _send_create(avatar: Avatar, image: str, webhook: str | None) -> PredictionState:
+    # Marked before sending: if we never learn the outcome, the next step looks it up first.
+    Avatar.objects.filter(pk=avatar.pk).update(create_sent_at=timezone.now())
+    try:
+        return replicate_client.create_prediction(
+            model=settings.REPLICATE_MODEL,
+            input=prompts.build_prediction_input(
+                prompt=prompts.build_prompt(avatar.style, avatar.prompt_version),
+                image=image,
+                user_id=avatar.owner_id,
+                openai_api_key=settings.OPENAI_API_KEY,
+                quality=settings.AVATAR_IMAGE_QUALITY,
+            ),
+            webhook=webhook,
+        )
+    except ReplicateCallError as exc:
+        if not exc.outcome_unknown:
+            Avatar.objects.filter(pk=avatar.pk).update(create_sent_at=None)
+        raise
+
+
+def _find_lost_prediction(avatar: Avatar, webhook: str | None) -> PredictionState | None:
+    """The prediction an earlier create may have made before we lost its answer."""
+    if webhook is None:
+        logger.warning(
+            "avatar %s: an earlier create's outcome is unknown and without a webhook URL it can "
+            "not be looked up; creating again",
+            avatar.pk,
+        )
+        return None
+    known = set(avatar.predictions.values_list("prediction_id", flat=True))
+    found = replicate_client.find_prediction_by_webhook(webhook, exclude=known)
+    if found is not None:
+        logger.info("avatar %s: found prediction %s from a lost create", avatar.pk, found.id)
+    return found
+
+
+def _store_prediction(avatar: Avatar, state: PredictionState, file_id: str) -> bool:
+    """Keep the new prediction's id at once. False when the avatar ended meanwhile."""
+    with transaction.atomic():
+        locked = _lock(avatar.pk)
+        if not locked.is_terminal:
+            Prediction.objects.create(
+                avatar=locked,
+                number=locked.attempts,
+                prediction_id=state.id,
+                status=state.status,
+                input_file_id=file_id,
+            )
+            locked.create_sent_at = None
+            locked.api_retries = 0
+            locked.save(update_fields=["create_sent_at", "api_retries"])
+            return True
+    # Canceled (or timed out) while we were creating it: stop paying for it.
+    cancel_prediction_quietly(state.id)
+    return False
+
+
+# --- outside nudges --------------------------------------------------------------------------
+
+
+def wake_generation(avatar_id: UUID | str) -> bool:
+    """Run the next step now, superseding any waiting poll message."""
+    with transaction.atomic():
+        claimed = Avatar.objects.filter(pk=avatar_id, status__in=ACTIVE).update(
+            poll_seq=F("poll_seq") + 1, next_poll_at=timezone.now()
+        )
+        if claimed:
+            seq = Avatar.objects.values_list("poll_seq", flat=True).get(pk=avatar_id)
+            enqueue_step(avatar_id, seq)
+    return bool(claimed)
+
+
+def sweep_avatars(*, batch_size: int = 500) -> dict[str, int]:
+    """Re-drive steps whose message was lost, and end what is past its hard deadline.
+
+    Rows are claimed with SKIP LOCKED so two sweepers never take the same one.
+    """
+    now = timezone.now()
+    overdue = now - timedelta(seconds=settings.AVATAR_SWEEP_GRACE)
+    # Past its deadline by more than a step may take: no step is going to end it any more.
+    hard_deadline = now - _step_lease()
+    never_started = timedelta(seconds=settings.AVATAR_GENERATION_TIMEOUT)
+    counts = {"redriven": 0, "timed_out": 0}
+    to_cancel: list[str] = []
+    with transaction.atomic():
+        rows = (
+            Avatar.objects.select_for_update(skip_locked=True)
+            .filter(status__in=ACTIVE, next_poll_at__lt=overdue)
+            .order_by("next_poll_at")[:batch_size]
+        )
+        for avatar in rows:
+            deadline = avatar.deadline_at or avatar.created_at + never_started
+            if deadline < hard_deadline:
+                prediction = _current_prediction(avatar)
+                if prediction and prediction.status not in replicate_client.TERMINAL_STATUSES:
+                    to_cancel.append(prediction.prediction_id)
+                _finish_locked(
+                    avatar, Avatar.Status.FAILED, errors.TIMEOUT, "past its hard deadline (sweeper)"
+                )
+                counts["timed_out"] += 1
+                continue
+            avatar.poll_seq += 1
+            avatar.next_poll_at = now + _step_lease()
+            avatar.save(update_fields=["poll_seq", "next_poll_at"])
+            enqueue_step(avatar.pk, avatar.poll_seq)
+            counts["redriven"] += 1
+    for prediction_id in to_cancel:
+        cancel_prediction_quietly(prediction_id)
+    if any(counts.values()):
+        logger.info("sweeper: %s", counts)
+    return counts

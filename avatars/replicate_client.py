@@ -1,0 +1,313 @@
+"""The one seam to Replicate. Nothing else imports `replicate` or talks HTTP to it.
+
+Every vendor failure leaves this module as a `ReplicateCallError` that says whether trying
+again can help, so callers decide on retries without knowing Replicate's or httpx's errors.
+
+Deliberate choices about the client (replicate 1.0.7):
+- Its transport retries GETs on 429/503/504 up to 10 times with blocking sleeps. We mount a
+  plain transport over it (`mounts`), so a call is one HTTP request and retries are ours:
+  countdowns in Celery, never sleeps inside a worker.
+- `files.create` sends `timeout=None`; our transport replaces missing timeouts with ours.
+- The client's Prediction model can not parse `status: aborted` (pydantic fails) and drops
+  `data_removed` and `webhook`. Reads and cancels therefore take the response JSON as it is
+  (the client's `_request`: same auth, transport and error handling) and parse it here.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import httpx
+import replicate
+from django.conf import settings
+from pydantic.v1 import ValidationError as PydanticValidationError
+from replicate.exceptions import ReplicateError
+from replicate.webhook import Webhooks, WebhookSigningSecret, WebhookValidationError
+
+from avatars import errors
+from avatars.errors import ErrorKind
+
+logger = logging.getLogger(__name__)
+
+TIMEOUT = httpx.Timeout(20.0, connect=5.0)
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
+
+
+class ReplicateCallError(Exception):
+    """A call to Replicate did not give an answer we can use."""
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        kind: ErrorKind,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+        outcome_unknown: bool = False,
+    ):
+        super().__init__(detail)
+        self.detail = detail
+        self.kind = kind
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+        # The request may have reached Replicate and done its work (a create that timed out).
+        self.outcome_unknown = outcome_unknown
+
+
+class InvalidWebhook(Exception):
+    """A webhook whose signature, timestamp or headers do not check out."""
+
+
+@dataclass(frozen=True)
+class PredictionState:
+    id: str
+    status: str
+    output: Any = None
+    error: str | None = None
+    logs: str = ""
+    metrics: dict = field(default_factory=dict)
+    created_at: str | None = None
+    completed_at: str | None = None
+    # Replicate removed the output (an hour after completion): it can never be fetched.
+    data_removed: bool = False
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def output_url(self) -> str | None:
+        """The first output URL; GPT-Image-1 returns a list of them."""
+        output = self.output
+        if isinstance(output, list):
+            output = output[0] if output else None
+        return output if isinstance(output, str) and output else None
+
+    @property
+    def predict_time(self) -> float | None:
+        value = (self.metrics or {}).get("predict_time")
+        return float(value) if isinstance(value, int | float) else None
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    id: str
+    url: str
+
+
+class _BoundedTransport(httpx.HTTPTransport):
+    """Gives every request a timeout, even those the client sends with `timeout=None`."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = dict(request.extensions.get("timeout") or {})
+        defaults = {"connect": TIMEOUT.connect, "read": TIMEOUT.read, "write": TIMEOUT.write}
+        defaults["pool"] = TIMEOUT.pool
+        for key, value in defaults.items():
+            if timeout.get(key) is None:
+                timeout[key] = value
+        request.extensions["timeout"] = timeout
+        return super().handle_request(request)
+
+
+@lru_cache(maxsize=4)
+def _client_for(api_token: str, base_url: str) -> replicate.Client:
+    return replicate.Client(
+        api_token=api_token,
+        base_url=base_url,
+        timeout=TIMEOUT,
+        mounts={"all://": _BoundedTransport()},
+    )
+
+
+def _client() -> replicate.Client:
+    return _client_for(settings.REPLICATE_API_TOKEN, settings.REPLICATE_BASE_URL)
+
+
+_THROTTLE_DELAY = re.compile(r"available in\s+(\d+(?:\.\d+)?)\s*second", re.I)
+
+
+def _translate(exc: Exception, *, sent_may_have_happened: bool) -> ReplicateCallError:
+    if isinstance(exc, ReplicateError):
+        status = exc.status or 0
+        detail = f"HTTP {status}: {exc.title or ''} {exc.detail or ''}".strip()
+        if status == 429:
+            match = _THROTTLE_DELAY.search(exc.detail or "")
+            return ReplicateCallError(
+                detail,
+                kind=errors.PROVIDER_RATE_LIMITED,
+                retryable=True,
+                status=status,
+                retry_after=float(match.group(1)) if match else None,
+            )
+        if status >= 500:
+            return ReplicateCallError(
+                detail, kind=errors.PROVIDER_UNAVAILABLE, retryable=True, status=status
+            )
+        if status in (401, 403):
+            return ReplicateCallError(
+                detail, kind=errors.PROVIDER_AUTH, retryable=False, status=status
+            )
+        if status == 404:
+            return ReplicateCallError(detail, kind=errors.INTERNAL, retryable=False, status=status)
+        return ReplicateCallError(
+            detail, kind=errors.INVALID_REQUEST, retryable=False, status=status
+        )
+    if isinstance(exc, httpx.TransportError):
+        # A connection that never opened can not have created anything; any later failure
+        # (read timeout, dropped connection) may have.
+        never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+        return ReplicateCallError(
+            f"{type(exc).__name__}: {exc}",
+            kind=errors.PROVIDER_UNAVAILABLE,
+            retryable=True,
+            outcome_unknown=sent_may_have_happened and not never_sent,
+        )
+    return ReplicateCallError(f"{type(exc).__name__}: {exc}", kind=errors.INTERNAL, retryable=False)
+
+
+def _state_of(prediction: Any) -> PredictionState:
+    return PredictionState(
+        id=prediction.id,
+        status=prediction.status,
+        output=prediction.output,
+        error=str(prediction.error) if prediction.error else None,
+        logs=prediction.logs or "",
+        metrics=prediction.metrics or {},
+        created_at=prediction.created_at,
+        completed_at=prediction.completed_at,
+    )
+
+
+_CALL_ERRORS = (ReplicateError, httpx.TransportError, PydanticValidationError)
+
+
+def create_prediction(*, model: str, input: dict, webhook: str | None = None) -> PredictionState:
+    """Start a prediction of an official model. The `completed` event only, when a webhook."""
+    params: dict[str, Any] = {}
+    if webhook:
+        params = {"webhook": webhook, "webhook_events_filter": ["completed"]}
+    try:
+        prediction = _client().models.predictions.create(model=model, input=input, **params)
+    except _CALL_ERRORS as exc:
+        raise _translate(exc, sent_may_have_happened=True) from exc
+    return _state_of(prediction)
+
+
+def _request_prediction(method: str, path: str, *, sent_may_have_happened: bool):
+    try:
+        return prediction_state_from_json(_client()._request(method, path).json())
+    except _CALL_ERRORS as exc:
+        raise _translate(exc, sent_may_have_happened=sent_may_have_happened) from exc
+    except ValueError as exc:
+        raise ReplicateCallError(
+            f"unreadable answer to {method} {path}: {exc}", kind=errors.INTERNAL, retryable=False
+        ) from exc
+
+
+def get_prediction(prediction_id: str) -> PredictionState:
+    return _request_prediction(
+        "GET", f"/v1/predictions/{prediction_id}", sent_may_have_happened=False
+    )
+
+
+def cancel_prediction(prediction_id: str) -> PredictionState:
+    return _request_prediction(
+        "POST", f"/v1/predictions/{prediction_id}/cancel", sent_may_have_happened=True
+    )
+
+
+def find_prediction_by_webhook(
+    webhook: str, *, exclude: set[str] = frozenset(), pages: int = 3
+) -> PredictionState | None:
+    """Our prediction whose creation we could not confirm, found by its webhook URL.
+
+    The client's Prediction model drops `webhook`, so this reads the raw list JSON.
+    """
+    path: str | None = "/v1/predictions"
+    try:
+        for _ in range(pages):
+            if not path:
+                break
+            body = _client()._request("GET", path).json()
+            for item in body.get("results", []):
+                if item.get("webhook") == webhook and item.get("id") not in exclude:
+                    return get_prediction(item["id"])
+            path = body.get("next")
+    except _CALL_ERRORS as exc:
+        raise _translate(exc, sent_may_have_happened=False) from exc
+    return None
+
+
+def upload_file(content: bytes, *, filename: str, content_type: str) -> UploadedFile:
+    """Put a file where the model can read it, without making our own media public."""
+    try:
+        uploaded = _client().files.create(
+            io.BytesIO(content), filename=filename, content_type=content_type
+        )
+    except _CALL_ERRORS as exc:
+        raise _translate(exc, sent_may_have_happened=True) from exc
+    return UploadedFile(id=uploaded.id, url=uploaded.urls["get"])
+
+
+def delete_file(file_id: str) -> None:
+    try:
+        _client().files.delete(file_id)
+    except _CALL_ERRORS as exc:
+        raise _translate(exc, sent_may_have_happened=True) from exc
+
+
+def data_uri(content: bytes, content_type: str) -> str:
+    return f"data:{content_type};base64,{base64.b64encode(content).decode()}"
+
+
+@lru_cache(maxsize=4)
+def _fetched_webhook_secret(api_token: str, base_url: str) -> str:
+    try:
+        return _client_for(api_token, base_url).webhooks.default.secret().key
+    except _CALL_ERRORS as exc:
+        raise _translate(exc, sent_may_have_happened=False) from exc
+
+
+def webhook_secret() -> str:
+    """`REPLICATE_WEBHOOK_SECRET`, or the account's default secret fetched once."""
+    return settings.REPLICATE_WEBHOOK_SECRET or _fetched_webhook_secret(
+        settings.REPLICATE_API_TOKEN, settings.REPLICATE_BASE_URL
+    )
+
+
+def verify_webhook(*, headers: dict[str, str], body: bytes, tolerance: int = 300) -> None:
+    """Raise InvalidWebhook unless the Standard Webhooks signature and timestamp check out."""
+    try:
+        Webhooks.validate(
+            headers=headers,
+            body=body.decode("utf-8"),
+            secret=WebhookSigningSecret(key=webhook_secret()),
+            tolerance=tolerance,
+        )
+    except (WebhookValidationError, ValueError, UnicodeDecodeError) as exc:
+        raise InvalidWebhook(str(exc)) from exc
+
+
+def prediction_state_from_json(payload: dict) -> PredictionState:
+    """A prediction object as Replicate sends it: from a GET, a cancel, a list or a webhook."""
+    if not isinstance(payload, dict) or not payload.get("id") or not payload.get("status"):
+        raise ValueError("not a prediction object")
+    return PredictionState(
+        id=str(payload.get("id") or ""),
+        status=str(payload.get("status") or ""),
+        output=payload.get("output"),
+        error=str(payload["error"]) if payload.get("error") else None,
+        logs=payload.get("logs") or "",
+        metrics=payload.get("metrics") or {},
+        created_at=payload.get("created_at"),
+        completed_at=payload.get("completed_at"),
+        data_removed=bool(payload.get("data_removed")),
+    )

@@ -1,0 +1,115 @@
+"""Fetching a finished avatar from Replicate's delivery host into our own storage.
+
+Replicate deletes outputs an hour after a prediction, and its URLs must never reach users, so
+the image is downloaded at once, checked, and saved through Django's storage API. The download
+only goes to allow-listed hosts: an output URL is data from outside and must not be able to
+make our worker fetch anything else (SSRF).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from PIL import Image, UnidentifiedImageError
+
+from avatars.models import avatar_upload_to
+
+MAX_OUTPUT_BYTES = 25 * 1024 * 1024
+MAX_REDIRECTS = 3
+DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+EXPECTED_SIZE = (1024, 1024)
+
+
+class OutputRefused(Exception):
+    """The output can not be used: a host off the list, too big, not an image, wrong size."""
+
+
+class OutputUnreachable(Exception):
+    """The output could not be fetched now (network, 5xx); trying again may help."""
+
+
+class OutputGone(Exception):
+    """The delivery host answered that the file does not exist (expired or removed)."""
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    name: str
+    width: int
+    height: int
+    sha256: str
+
+
+def is_allowed_output_url(url: str) -> bool:
+    """HTTPS (or HTTP where allowed) to a host matching AVATAR_OUTPUT_ALLOWED_HOSTS.
+
+    A listed host is trusted whatever address it resolves to; anything unlisted, including
+    every IP literal, is refused.
+    """
+    parts = urlsplit(url)
+    schemes = {"https", "http"} if settings.AVATAR_OUTPUT_ALLOW_HTTP else {"https"}
+    if parts.scheme not in schemes or not parts.hostname or parts.username or parts.password:
+        return False
+    host = parts.hostname.lower().rstrip(".")
+    return any(fnmatch(host, pattern.lower()) for pattern in settings.AVATAR_OUTPUT_ALLOWED_HOSTS)
+
+
+def download_output(url: str) -> bytes:
+    """The output's bytes, following at most a few redirects, each checked against the list."""
+    with httpx.Client(timeout=DOWNLOAD_TIMEOUT, follow_redirects=False) as client:
+        for _ in range(MAX_REDIRECTS + 1):
+            if not is_allowed_output_url(url):
+                raise OutputRefused(f"output host not allowed: {urlsplit(url).hostname}")
+            try:
+                with client.stream("GET", url) as response:
+                    if response.is_redirect:
+                        url = urljoin(url, response.headers.get("location", ""))
+                        continue
+                    if response.status_code in (404, 410):
+                        raise OutputGone(f"output answered {response.status_code}")
+                    if response.status_code >= 500 or response.status_code == 429:
+                        raise OutputUnreachable(f"output answered {response.status_code}")
+                    if response.status_code != 200:
+                        raise OutputRefused(f"output answered {response.status_code}")
+                    return _read_capped(response)
+            except httpx.TransportError as exc:
+                raise OutputUnreachable(f"{type(exc).__name__}: {exc}") from exc
+    raise OutputRefused("too many redirects")
+
+
+def _read_capped(response: httpx.Response) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_OUTPUT_BYTES:
+        raise OutputRefused(f"output is {declared} bytes, more than {MAX_OUTPUT_BYTES}")
+    buffer = io.BytesIO()
+    for chunk in response.iter_bytes():
+        buffer.write(chunk)
+        if buffer.tell() > MAX_OUTPUT_BYTES:
+            raise OutputRefused(f"output is more than {MAX_OUTPUT_BYTES} bytes")
+    return buffer.getvalue()
+
+
+def store_avatar_image(content: bytes) -> StoredImage:
+    """Check the bytes are a real 1024x1024 image, then save them under an unguessable name."""
+    try:
+        with Image.open(io.BytesIO(content), formats=["PNG", "JPEG", "WEBP"]) as image:
+            image.load()
+            size = image.size
+            image_format = image.format
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise OutputRefused(f"output is not a readable image: {exc}") from exc
+    if size != EXPECTED_SIZE:
+        raise OutputRefused(f"output is {size[0]}x{size[1]}, expected 1024x1024")
+    extension = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}[image_format]
+    name = default_storage.save(avatar_upload_to(None, f"avatar.{extension}"), ContentFile(content))
+    return StoredImage(
+        name=name, width=size[0], height=size[1], sha256=hashlib.sha256(content).hexdigest()
+    )

@@ -1,0 +1,24 @@
+"""Celery tasks: thin, take ids, call one service. Retries live in the services' scheduling."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from avatars import generation
+
+
+@shared_task(ignore_result=True)
+def submit_avatar_task(avatar_id: str, seq: int = 0) -> None:
+    """The first step of a new avatar, sent when the request that created it commits."""
+    generation.advance_generation(avatar_id, seq)
+
+
+@shared_task(ignore_result=True)
+def poll_avatar_task(avatar_id: str, seq: int) -> None:
+    """A later step: create the attempt's prediction or read it, then schedule the next."""
+    generation.advance_generation(avatar_id, seq)
+
+
+@shared_task(ignore_result=True)
+def sweep_avatars_task() -> dict[str, int]:
+    return generation.sweep_avatars()
