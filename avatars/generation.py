@@ -20,7 +20,7 @@ from uuid import UUID
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from avatars import errors, prompts, replicate_client, storage
@@ -32,8 +32,6 @@ from credits import services as credit_services
 logger = logging.getLogger(__name__)
 
 ACTIVE = (Avatar.Status.QUEUED, Avatar.Status.RUNNING)
-# A data URI larger than this must go through the Files API (DESIGN.md §5).
-DATA_URI_MAX_BYTES = 256 * 1024
 
 
 class Outcome(enum.Enum):
@@ -352,15 +350,12 @@ def _after_call_error(avatar: Avatar, exc: ReplicateCallError, *, prediction_id:
 
 
 def _selfie_reference(avatar: Avatar) -> tuple[str, str]:
-    """The selfie as the model will read it: a data URI, or an uploaded file (URL, file id)."""
+    """The selfie as the model will read it, and the id of the file uploaded for it, if any."""
     with avatar.session.selfie.open("rb") as selfie:
-        content = selfie.read()
-    if len(content) <= DATA_URI_MAX_BYTES:
-        return replicate_client.data_uri(content, "image/jpeg"), ""
-    uploaded = replicate_client.upload_file(
-        content, filename=f"{avatar.pk}.jpg", content_type="image/jpeg"
-    )
-    return uploaded.url, uploaded.id
+        image, uploaded = replicate_client.image_input(
+            selfie.read(), filename=f"{avatar.pk}.jpg", content_type="image/jpeg"
+        )
+    return image, uploaded.id if uploaded else ""
 
 
 def _create_prediction(avatar: Avatar) -> None:
@@ -368,7 +363,7 @@ def _create_prediction(avatar: Avatar) -> None:
     webhook = webhook_url(avatar.pk)
     file_id = ""
     try:
-        state = _find_lost_prediction(avatar, webhook) if avatar.create_sent_at else None
+        state = _find_lost_prediction(avatar) if avatar.create_sent_at else None
         if state is None:
             if avatar.session.is_expired():
                 fail_generation(avatar.pk, errors.INTERNAL, "the selfie was deleted before use")
@@ -405,17 +400,22 @@ def _send_create(avatar: Avatar, image: str, webhook: str | None) -> PredictionS
         raise
 
 
-def _find_lost_prediction(avatar: Avatar, webhook: str | None) -> PredictionState | None:
+def _find_lost_prediction(avatar: Avatar) -> PredictionState | None:
     """The prediction an earlier create may have made before we lost its answer."""
-    if webhook is None:
-        logger.warning(
-            "avatar %s: an earlier create's outcome is unknown and without a webhook URL it can "
-            "not be looked up; creating again",
-            avatar.pk,
+    known = set(
+        Prediction.objects.filter(avatar__owner_id=avatar.owner_id).values_list(
+            "prediction_id", flat=True
         )
-        return None
-    known = set(avatar.predictions.values_list("prediction_id", flat=True))
-    found = replicate_client.find_prediction_by_webhook(webhook, exclude=known)
+    )
+    found = replicate_client.find_recent_prediction(
+        input_fields={
+            "prompt": prompts.build_prompt(avatar.style, avatar.prompt_version),
+            "user_id": prompts.opaque_user_id(avatar.owner_id),
+        },
+        # Replicate's clock and ours may differ a little.
+        created_after=avatar.create_sent_at - timedelta(seconds=60),
+        exclude=known,
+    )
     if found is not None:
         logger.info("avatar %s: found prediction %s from a lost create", avatar.pk, found.id)
     return found
@@ -472,7 +472,12 @@ def sweep_avatars(*, batch_size: int = 500) -> dict[str, int]:
     with transaction.atomic():
         rows = (
             Avatar.objects.select_for_update(skip_locked=True)
-            .filter(status__in=ACTIVE, next_poll_at__lt=overdue)
+            .filter(status__in=ACTIVE)
+            .filter(
+                Q(next_poll_at__lt=overdue)
+                | Q(deadline_at__lt=hard_deadline)
+                | Q(deadline_at__isnull=True, created_at__lt=hard_deadline - never_started)
+            )
             .order_by("next_poll_at")[:batch_size]
         )
         for avatar in rows:

@@ -20,12 +20,14 @@ import io
 import logging
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 import httpx
 import replicate
 from django.conf import settings
+from django.utils.dateparse import parse_datetime
 from pydantic.v1 import ValidationError as PydanticValidationError
 from replicate.exceptions import ReplicateError
 from replicate.webhook import Webhooks, WebhookSigningSecret, WebhookValidationError
@@ -37,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 TIMEOUT = httpx.Timeout(20.0, connect=5.0)
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
+# Replicate takes data URIs (base64 and all) up to this size; larger files go through /v1/files.
+DATA_URI_MAX_BYTES = 256 * 1024
 
 
 class ReplicateCallError(Exception):
@@ -224,12 +228,14 @@ def cancel_prediction(prediction_id: str) -> PredictionState:
     )
 
 
-def find_prediction_by_webhook(
-    webhook: str, *, exclude: set[str] = frozenset(), pages: int = 3
+def find_recent_prediction(
+    *, input_fields: dict, created_after: datetime, exclude: set[str] = frozenset(), pages: int = 3
 ) -> PredictionState | None:
-    """Our prediction whose creation we could not confirm, found by its webhook URL.
+    """A prediction we created but never heard back about, found by what we sent.
 
-    The client's Prediction model drops `webhook`, so this reads the raw list JSON.
+    Replicate has no idempotency key for creates, so a create whose answer was lost is found
+    in the list of recent predictions (newest first) by its input fields and creation time.
+    The client's Prediction model drops fields, so this reads the list JSON as it is.
     """
     path: str | None = "/v1/predictions"
     try:
@@ -238,7 +244,13 @@ def find_prediction_by_webhook(
                 break
             body = _client()._request("GET", path).json()
             for item in body.get("results", []):
-                if item.get("webhook") == webhook and item.get("id") not in exclude:
+                created = parse_datetime(item.get("created_at") or "")
+                if created is not None and created < created_after:
+                    return None
+                sent = item.get("input") or {}
+                if item.get("id") not in exclude and all(
+                    sent.get(key) == value for key, value in input_fields.items()
+                ):
                     return get_prediction(item["id"])
             path = body.get("next")
     except _CALL_ERRORS as exc:
@@ -266,6 +278,21 @@ def delete_file(file_id: str) -> None:
 
 def data_uri(content: bytes, content_type: str) -> str:
     return f"data:{content_type};base64,{base64.b64encode(content).decode()}"
+
+
+def image_input(
+    content: bytes, *, filename: str, content_type: str
+) -> tuple[str, UploadedFile | None]:
+    """An image as a model input: inline when small enough, else uploaded through the Files API.
+
+    Our own media never has to be public either way. Returns the input value and the upload
+    (to delete once the prediction ends), if there was one.
+    """
+    uri = data_uri(content, content_type)
+    if len(uri) <= DATA_URI_MAX_BYTES:
+        return uri, None
+    uploaded = upload_file(content, filename=filename, content_type=content_type)
+    return uploaded.url, uploaded
 
 
 @lru_cache(maxsize=4)

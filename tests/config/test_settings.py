@@ -80,3 +80,12 @@ def test_a_visibility_timeout_shorter_than_a_countdown_is_refused(settings):
 @pytest.mark.django_db
 def test_models_and_migrations_agree():
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+def test_beat_runs_the_sweeper_every_minute_with_the_database_scheduler():
+    entry = settings.CELERY_BEAT_SCHEDULE["sweep-avatars"]
+    celery_app.loader.import_default_modules()  # what a worker does at start: autodiscovery
+
+    assert entry["task"] in celery_app.tasks
+    assert entry["schedule"] == 60
+    assert celery_app.conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"

@@ -1,0 +1,202 @@
+"""The avatars API's own rules: charging, limits, idempotency, ownership. No worker runs here."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from freezegun import freeze_time
+
+from avatars import prompts
+from avatars.models import Avatar
+from credits import services as credit_services
+from credits.models import LedgerEntry
+from tests.avatars.selfie_corpus import fixture_bytes
+
+
+def upload_session(client) -> str:
+    selfie = io.BytesIO(fixture_bytes())
+    selfie.name = "me.jpg"
+    return client.post("/api/v1/sessions/", {"selfie": selfie}, format="multipart").json()["id"]
+
+
+def post_avatar(client, session_id: str, style: str = "comic", **headers):
+    return client.post(
+        "/api/v1/avatars/", {"session": session_id, "style": style}, format="json", **headers
+    )
+
+
+@pytest.fixture
+def session_id(alice_client) -> str:
+    return upload_session(alice_client)
+
+
+@pytest.fixture
+def funded(alice):
+    credit_services.grant_credits(user=alice, amount=10)
+    return alice
+
+
+def test_styles_are_listed_with_comic_first(anonymous_client):
+    body = anonymous_client.get("/api/v1/styles/").json()
+
+    assert body[0]["id"] == "comic"
+    assert {s["id"] for s in body} == set(prompts.STYLES)
+    assert all(s["name"] and s["description"] for s in body)
+
+
+def test_submitting_charges_one_credit_and_queues_the_avatar(funded, alice_client, session_id):
+    response = post_avatar(alice_client, session_id)
+
+    assert response.status_code == 202
+    body = response.json()
+    assert (body["status"], body["style"], body["session"]) == ("queued", "comic", session_id)
+    assert body["image_url"] is None and body["error"] is None and body["refund"] is None
+    assert credit_services.get_balance(user=funded) == 9
+    assert LedgerEntry.objects.get(kind="spend").reference == f"avatar:{body['id']}"
+
+
+def test_without_credits_the_answer_is_402_and_nothing_is_created(alice, alice_client, session_id):
+    response = post_avatar(alice_client, session_id)
+
+    assert response.status_code == 402
+    assert response.json()["error"]["code"] == "insufficient_credits"
+    assert not Avatar.objects.exists()
+    assert not LedgerEntry.objects.exists()
+
+
+def test_an_unknown_style_is_a_validation_error(funded, alice_client, session_id):
+    response = post_avatar(alice_client, session_id, style="oil_painting")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "validation_error"
+    assert "style" in response.json()["error"]["fields"]
+    assert credit_services.get_balance(user=funded) == 10
+
+
+def test_someone_elses_session_is_not_found(funded, alice_client, bob_client):
+    bobs_session = upload_session(bob_client)
+
+    response = post_avatar(alice_client, bobs_session)
+
+    assert response.status_code == 404
+    assert not Avatar.objects.exists()
+    assert credit_services.get_balance(user=funded) == 10
+
+
+def test_an_expired_session_is_refused_without_charging(funded, alice_client, session_id):
+    with freeze_time(timezone.now() + timedelta(hours=25)):
+        response = post_avatar(alice_client, session_id)
+
+    assert response.status_code == 410
+    assert response.json()["error"]["code"] == "session_expired"
+    assert credit_services.get_balance(user=funded) == 10
+
+
+def test_in_flight_avatars_are_limited_per_user(funded, alice_client, session_id, settings):
+    settings.AVATAR_MAX_IN_FLIGHT_PER_USER = 2
+    assert post_avatar(alice_client, session_id).status_code == 202
+    assert post_avatar(alice_client, session_id).status_code == 202
+
+    response = post_avatar(alice_client, session_id)
+
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "too_many_in_flight"
+    assert credit_services.get_balance(user=funded) == 8
+    Avatar.objects.filter(owner=funded).update(status="succeeded")
+    assert post_avatar(alice_client, session_id).status_code == 202
+
+
+def test_a_repeated_idempotency_key_returns_the_same_avatar_charged_once(
+    funded, alice_client, session_id
+):
+    first = post_avatar(alice_client, session_id, HTTP_IDEMPOTENCY_KEY="k-1")
+    again = post_avatar(alice_client, session_id, HTTP_IDEMPOTENCY_KEY="k-1")
+
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert first.json()["id"] == again.json()["id"]
+    assert again["Idempotent-Replayed"] == "true"
+    assert credit_services.get_balance(user=funded) == 9
+
+
+def test_an_idempotency_key_reused_for_another_request_is_a_conflict(
+    funded, alice_client, session_id
+):
+    post_avatar(alice_client, session_id, HTTP_IDEMPOTENCY_KEY="k-1")
+
+    response = post_avatar(alice_client, session_id, style="manga", HTTP_IDEMPOTENCY_KEY="k-1")
+
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "idempotency_conflict"
+    assert Avatar.objects.count() == 1
+    assert credit_services.get_balance(user=funded) == 9
+
+
+def test_the_same_idempotency_key_of_two_users_is_two_avatars(
+    funded, bob, alice_client, bob_client, session_id
+):
+    credit_services.grant_credits(user=bob, amount=1)
+    post_avatar(alice_client, session_id, HTTP_IDEMPOTENCY_KEY="k-1")
+
+    response = post_avatar(bob_client, upload_session(bob_client), HTTP_IDEMPOTENCY_KEY="k-1")
+
+    assert response.status_code == 202
+    assert Avatar.objects.count() == 2
+
+
+def test_avatars_are_listed_newest_first_and_filtered_by_session(
+    funded, alice_client, session_id, settings
+):
+    settings.AVATAR_MAX_IN_FLIGHT_PER_USER = 5
+    other_session = upload_session(alice_client)
+    first = post_avatar(alice_client, session_id).json()
+    second = post_avatar(alice_client, other_session).json()
+
+    listed = alice_client.get("/api/v1/avatars/").json()
+    filtered = alice_client.get(f"/api/v1/avatars/?session={session_id}").json()
+
+    assert [a["id"] for a in listed["results"]] == [second["id"], first["id"]]
+    assert [a["id"] for a in filtered["results"]] == [first["id"]]
+    assert alice_client.get("/api/v1/avatars/?session=nope").status_code == 400
+    session = alice_client.get(f"/api/v1/sessions/{session_id}/").json()
+    assert [a["id"] for a in session["avatars"]] == [first["id"]]
+
+
+def test_users_see_only_their_own_avatars(funded, alice_client, bob_client, session_id):
+    avatar = post_avatar(alice_client, session_id).json()
+
+    assert bob_client.get(f"/api/v1/avatars/{avatar['id']}/").status_code == 404
+    assert bob_client.get(f"/api/v1/avatars/{avatar['id']}/image/").status_code == 404
+    assert bob_client.post(f"/api/v1/avatars/{avatar['id']}/cancel/").status_code == 404
+    assert bob_client.get("/api/v1/avatars/").json()["results"] == []
+    assert Avatar.objects.get().status == "queued"
+
+
+def test_anonymous_clients_get_401(db, anonymous_client):
+    assert anonymous_client.get("/api/v1/avatars/").status_code == 401
+    assert anonymous_client.post("/api/v1/avatars/", {}).status_code == 401
+
+
+def test_canceling_a_queued_avatar_refunds_it(funded, alice_client, session_id):
+    avatar = post_avatar(alice_client, session_id).json()
+
+    response = alice_client.post(f"/api/v1/avatars/{avatar['id']}/cancel/")
+
+    assert response.status_code == 202
+    assert response.json()["status"] == "canceled"
+    assert response.json()["error"]["code"] == "canceled"
+    assert response.json()["refund"] == {"status": "refunded", "amount": 1}
+    assert credit_services.get_balance(user=funded) == 10
+
+
+def test_a_finished_avatar_can_not_be_canceled(funded, alice_client, session_id):
+    avatar = post_avatar(alice_client, session_id).json()
+    Avatar.objects.filter(pk=avatar["id"]).update(status="succeeded")
+
+    response = alice_client.post(f"/api/v1/avatars/{avatar['id']}/cancel/")
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "avatar_finished"
+    assert credit_services.get_balance(user=funded) == 9

@@ -1,0 +1,252 @@
+"""Lost answers and lost messages: fencing, the lost-create lookup and the sweeper."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+from freezegun import freeze_time
+from PIL import Image
+
+from avatars import generation, prompts, replicate_client
+from avatars.models import Avatar, SelfieSession
+from avatars.selfies import prepare_selfie_from_settings
+from avatars.services import create_selfie_session
+from credits import services as credit_services
+from replicate_simulator.testing import wait_for
+from tests.avatars.selfie_corpus import encode, fixture_image
+from tests.avatars.test_pipeline import creates, ledger_for, submit, wait_until_finished
+from tests.concurrency import run_concurrently
+
+
+@pytest.fixture
+def funded_alice(alice):
+    credit_services.grant_credits(user=alice, amount=10)
+    return alice
+
+
+def make_avatar(owner, session: SelfieSession | None = None, **fields) -> Avatar:
+    """An avatar row with its charge, as the API makes it, but with no message sent."""
+    session = session or create_selfie_session(
+        owner=owner, selfie=prepare_selfie_from_settings(encode(fixture_image(), "JPEG"))
+    )
+    avatar = Avatar.objects.create(
+        owner=owner,
+        session=session,
+        style="comic",
+        prompt_version=prompts.PROMPT_VERSION,
+        next_poll_at=timezone.now(),
+        **fields,
+    )
+    credit_services.spend_credits(user=owner, amount=1, reference=avatar.credit_reference)
+    return avatar
+
+
+# --- fencing -----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_stale_or_duplicate_step_message_does_nothing(funded_alice, settings):
+    avatar = make_avatar(funded_alice, status="running", attempts=1, poll_seq=5)
+
+    generation.advance_generation(avatar.pk, 4)
+    generation.advance_generation(avatar.pk, 6)
+
+    avatar.refresh_from_db()
+    assert (avatar.poll_seq, avatar.status) == (5, "running")
+
+
+@pytest.mark.django_db
+def test_a_step_message_for_a_finished_avatar_does_nothing(funded_alice):
+    avatar = make_avatar(funded_alice, status="succeeded", poll_seq=3)
+
+    generation.advance_generation(avatar.pk, 3)
+
+    avatar.refresh_from_db()
+    assert (avatar.poll_seq, avatar.status) == (3, "succeeded")
+
+
+@pytest.mark.django_db
+def test_poll_delays_grow_exponentially_with_jitter_up_to_the_cap(settings):
+    settings.AVATAR_POLL_INITIAL_DELAY = 2
+    settings.AVATAR_POLL_MAX_DELAY = 30
+
+    delays = [generation.poll_delay(elapsed=e, webhooks=False) for e in (0, 2, 4, 8, 16, 60)]
+
+    for delay, base in zip(delays, (2, 2, 4, 8, 16, 30), strict=True):
+        assert base <= delay <= base * (1 + settings.AVATAR_POLL_JITTER)
+    assert generation.poll_delay(elapsed=0, webhooks=True) >= 6
+
+
+@pytest.mark.django_db
+def test_retry_delays_double_and_honour_the_servers_wait(settings):
+    settings.AVATAR_API_RETRY_INITIAL_DELAY = 1
+    settings.AVATAR_API_RETRY_MAX_DELAY = 10
+
+    assert [generation.retry_delay(retries=n, retry_after=None) for n in (1, 2, 3, 5)] == [
+        1,
+        2,
+        4,
+        10,
+    ]
+    assert generation.retry_delay(retries=1, retry_after=7) == 7
+    assert generation.retry_delay(retries=1, retry_after=600) == 10
+
+
+# --- across processes ----------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_create_whose_answer_was_lost_is_found_not_made_twice(
+    pipeline, funded_alice, alice_client
+):
+    pipeline.drop_connection(on="create", after_create=True)
+
+    done = wait_until_finished(alice_client, submit(alice_client)["id"])
+
+    assert done["status"] == "succeeded", done
+    assert len(creates(pipeline)) == 1, "the lost prediction was adopted, not created again"
+    assert len(pipeline.predictions()) == 1
+    assert ledger_for(done["id"]) == [("spend", -1)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_selfie_goes_through_the_files_api(pipeline, funded_alice, settings):
+    noisy = Image.effect_noise((1400, 1400), 120).convert("RGB")
+    selfie = prepare_selfie_from_settings(encode(noisy, "JPEG", quality=95))
+    assert len(selfie.content) > replicate_client.DATA_URI_MAX_BYTES
+    avatar = make_avatar(funded_alice, create_selfie_session(owner=funded_alice, selfie=selfie))
+
+    generation.enqueue_submission(avatar.pk)  # outside a transaction: sent at once
+
+    wait_for(lambda: Avatar.objects.get(pk=avatar.pk).is_terminal, timeout=30)
+    avatar.refresh_from_db()
+    assert avatar.status == "succeeded", avatar.error_detail
+    [upload] = pipeline.requests(method="POST", path="/v1/files")
+    [create] = creates(pipeline)
+    [image] = create["body"]["input"]["input_images"]
+    assert image.startswith(pipeline.base_url) and "/v1/files/" in image
+    assert avatar.predictions.get().input_file_id in image
+    assert upload["body"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sweeper_submits_an_avatar_whose_first_message_was_lost(
+    pipeline, funded_alice, settings
+):
+    avatar = make_avatar(funded_alice)  # never enqueued, as if Redis had been down
+    Avatar.objects.filter(pk=avatar.pk).update(next_poll_at=timezone.now() - timedelta(hours=1))
+
+    counts = generation.sweep_avatars()
+
+    assert counts == {"redriven": 1, "timed_out": 0}
+    wait_for(lambda: Avatar.objects.get(pk=avatar.pk).is_terminal, timeout=30)
+    assert Avatar.objects.get(pk=avatar.pk).status == "succeeded"
+    assert ledger_for(str(avatar.pk)) == [("spend", -1)]
+
+
+@pytest.mark.django_db
+def test_the_sweeper_leaves_steps_that_are_not_overdue(funded_alice, settings):
+    make_avatar(funded_alice, status="running", attempts=1)
+    Avatar.objects.update(next_poll_at=timezone.now() + timedelta(seconds=5))
+
+    assert generation.sweep_avatars() == {"redriven": 0, "timed_out": 0}
+
+
+@pytest.mark.django_db
+def test_the_sweeper_fails_and_refunds_what_is_past_its_hard_deadline(funded_alice, settings):
+    start = timezone.now()
+    avatar = make_avatar(
+        funded_alice,
+        status="running",
+        attempts=1,
+        deadline_at=start + timedelta(seconds=settings.AVATAR_GENERATION_TIMEOUT),
+    )
+    lease = settings.CELERY_TASK_TIME_LIMIT + settings.AVATAR_SWEEP_GRACE
+
+    with freeze_time(avatar.deadline_at + timedelta(seconds=lease - 1)):
+        assert generation.sweep_avatars()["timed_out"] == 0
+    with freeze_time(avatar.deadline_at + timedelta(seconds=lease + 1)):
+        assert generation.sweep_avatars()["timed_out"] == 1
+
+    avatar.refresh_from_db()
+    assert (avatar.status, avatar.error_code) == ("failed", "timeout")
+    assert ledger_for(str(avatar.pk)) == [("spend", -1), ("refund", 1)]
+
+
+@pytest.mark.django_db
+def test_the_sweeper_gives_up_on_an_avatar_never_submitted_in_time(funded_alice, settings):
+    avatar = make_avatar(funded_alice)
+    later = avatar.created_at + timedelta(
+        seconds=settings.AVATAR_GENERATION_TIMEOUT
+        + settings.CELERY_TASK_TIME_LIMIT
+        + settings.AVATAR_SWEEP_GRACE
+        + 1
+    )
+
+    with freeze_time(later):
+        generation.sweep_avatars()
+
+    avatar.refresh_from_db()
+    assert (avatar.status, avatar.error_code) == ("failed", "timeout")
+
+
+@pytest.mark.django_db(transaction=True)
+def wait_until_all_finished(ids) -> None:
+    wait_for(
+        lambda: not Avatar.objects.filter(pk__in=ids, status__in=generation.ACTIVE).exists(),
+        timeout=30,
+        message="every avatar finished",
+    )
+
+
+def test_two_sweepers_at_once_redrive_each_avatar_once(pipeline, funded_alice, settings):
+    settings.AVATAR_MAX_IN_FLIGHT_PER_USER = 50
+    ids = [make_avatar(funded_alice).pk for _ in range(6)]
+    Avatar.objects.update(next_poll_at=timezone.now() - timedelta(hours=1))
+
+    results = run_concurrently(lambda i: generation.sweep_avatars(batch_size=3), 2)
+
+    assert sum(r["redriven"] for r in results) == 6, results
+    wait_until_all_finished(ids)
+    assert set(Avatar.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"succeeded"}
+    assert len(creates(pipeline)) == 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sweeper_skips_a_row_another_transaction_holds(pipeline, funded_alice):
+    avatar = make_avatar(funded_alice)
+    Avatar.objects.update(next_poll_at=timezone.now() - timedelta(hours=1))
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_lock(i: int) -> None:
+        with transaction.atomic():
+            Avatar.objects.select_for_update().get(pk=avatar.pk)
+            locked.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=run_concurrently, args=(hold_lock, 1))
+    holder.start()
+    try:
+        assert locked.wait(10)
+        assert generation.sweep_avatars()["redriven"] == 0
+    finally:
+        release.set()
+        holder.join(10)
+    assert generation.sweep_avatars()["redriven"] == 1
+    wait_until_all_finished([avatar.pk])
+
+
+@pytest.mark.django_db
+def test_a_session_without_its_selfie_can_not_be_generated(funded_alice):
+    avatar = make_avatar(funded_alice)
+    SelfieSession.objects.filter(pk=avatar.session_id).update(selfie_deleted_at=timezone.now())
+
+    generation.advance_generation(avatar.pk, 0)
+
+    avatar.refresh_from_db()
+    assert avatar.status == "failed"
+    assert ledger_for(str(avatar.pk)) == [("spend", -1), ("refund", 1)]
