@@ -127,7 +127,10 @@ _PREDICTION_ERROR_PATTERNS: list[tuple[re.Pattern[str], ErrorKind]] = [
         ),
         PROVIDER_UNAVAILABLE,
     ),
-    (re.compile(r"\bE1000\b|unknown reason|temporary issue", re.I), GENERATION_FAILED_TRANSIENT),
+    (
+        re.compile(r"\bE1000\b|unknown reason|temporary issue|code: PA\b|interrupted", re.I),
+        GENERATION_FAILED_TRANSIENT,
+    ),
     (
         re.compile(r"invalid_request_error|invalid input|invalid_fields|must be one of", re.I),
         INVALID_REQUEST,

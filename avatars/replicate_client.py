@@ -30,7 +30,12 @@ from django.conf import settings
 from django.utils.dateparse import parse_datetime
 from pydantic.v1 import ValidationError as PydanticValidationError
 from replicate.exceptions import ReplicateError
-from replicate.webhook import Webhooks, WebhookSigningSecret, WebhookValidationError
+from replicate.webhook import (
+    InvalidSecretKeyError,
+    Webhooks,
+    WebhookSigningSecret,
+    WebhookValidationError,
+)
 
 from avatars import errors
 from avatars.errors import ErrorKind
@@ -152,8 +157,13 @@ def _translate(exc: Exception, *, sent_may_have_happened: bool) -> ReplicateCall
                 retry_after=float(match.group(1)) if match else None,
             )
         if status >= 500:
+            # A gateway error may come after Replicate did the work: a create is then unknown.
             return ReplicateCallError(
-                detail, kind=errors.PROVIDER_UNAVAILABLE, retryable=True, status=status
+                detail,
+                kind=errors.PROVIDER_UNAVAILABLE,
+                retryable=True,
+                status=status,
+                outcome_unknown=sent_may_have_happened,
             )
         if status in (401, 403):
             return ReplicateCallError(
@@ -200,6 +210,15 @@ def create_prediction(*, model: str, input: dict, webhook: str | None = None) ->
         params = {"webhook": webhook, "webhook_events_filter": ["completed"]}
     try:
         prediction = _client().models.predictions.create(model=model, input=input, **params)
+    except PydanticValidationError as exc:
+        # Replicate made a prediction whose answer the client can not parse (an `aborted`
+        # status, say): look it up, as for any create whose answer was lost.
+        raise ReplicateCallError(
+            f"unreadable answer to a create: {exc}",
+            kind=errors.PROVIDER_UNAVAILABLE,
+            retryable=True,
+            outcome_unknown=True,
+        ) from exc
     except _CALL_ERRORS as exc:
         raise _translate(exc, sent_may_have_happened=True) from exc
     return _state_of(prediction)
@@ -311,7 +330,10 @@ def webhook_secret() -> str:
 
 
 def verify_webhook(*, headers: dict[str, str], body: bytes, tolerance: int = 300) -> None:
-    """Raise InvalidWebhook unless the Standard Webhooks signature and timestamp check out."""
+    """Raise InvalidWebhook unless the Standard Webhooks signature and timestamp check out.
+
+    A malformed secret is our configuration's fault, not the sender's: ReplicateCallError.
+    """
     try:
         Webhooks.validate(
             headers=headers,
@@ -319,6 +341,10 @@ def verify_webhook(*, headers: dict[str, str], body: bytes, tolerance: int = 300
             secret=WebhookSigningSecret(key=webhook_secret()),
             tolerance=tolerance,
         )
+    except InvalidSecretKeyError as exc:
+        raise ReplicateCallError(
+            "the webhook signing secret is malformed", kind=errors.PROVIDER_AUTH, retryable=False
+        ) from exc
     except (WebhookValidationError, ValueError, UnicodeDecodeError) as exc:
         raise InvalidWebhook(str(exc)) from exc
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from urllib.parse import urljoin, urlsplit
@@ -25,6 +26,7 @@ from avatars.models import avatar_upload_to
 MAX_OUTPUT_BYTES = 25 * 1024 * 1024
 MAX_REDIRECTS = 3
 DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+DOWNLOAD_DEADLINE_SECONDS = 60
 EXPECTED_SIZE = (1024, 1024)
 
 
@@ -54,7 +56,11 @@ def is_allowed_output_url(url: str) -> bool:
     A listed host is trusted whatever address it resolves to; anything unlisted, including
     every IP literal, is refused.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a port)
+    except ValueError:
+        return False
     schemes = {"https", "http"} if settings.AVATAR_OUTPUT_ALLOW_HTTP else {"https"}
     if parts.scheme not in schemes or not parts.hostname or parts.username or parts.password:
         return False
@@ -64,14 +70,18 @@ def is_allowed_output_url(url: str) -> bool:
 
 def download_output(url: str) -> bytes:
     """The output's bytes, following at most a few redirects, each checked against the list."""
+    deadline = time.monotonic() + DOWNLOAD_DEADLINE_SECONDS
     with httpx.Client(timeout=DOWNLOAD_TIMEOUT, follow_redirects=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
             if not is_allowed_output_url(url):
-                raise OutputRefused(f"output host not allowed: {urlsplit(url).hostname}")
+                raise OutputRefused(f"output URL not allowed: {url[:200]!r}")
             try:
                 with client.stream("GET", url) as response:
                     if response.is_redirect:
-                        url = urljoin(url, response.headers.get("location", ""))
+                        try:
+                            url = urljoin(url, response.headers.get("location", ""))
+                        except ValueError as exc:
+                            raise OutputRefused("unreadable redirect location") from exc
                         continue
                     if response.status_code in (404, 410):
                         raise OutputGone(f"output answered {response.status_code}")
@@ -79,13 +89,16 @@ def download_output(url: str) -> bytes:
                         raise OutputUnreachable(f"output answered {response.status_code}")
                     if response.status_code != 200:
                         raise OutputRefused(f"output answered {response.status_code}")
-                    return _read_capped(response)
+                    return _read_capped(response, deadline)
             except httpx.TransportError as exc:
                 raise OutputUnreachable(f"{type(exc).__name__}: {exc}") from exc
+            except (httpx.InvalidURL, httpx.DecodingError) as exc:
+                # The allow-list and httpx may read an odd URL differently: refuse, never guess.
+                raise OutputRefused(f"{type(exc).__name__}: {exc}") from exc
     raise OutputRefused("too many redirects")
 
 
-def _read_capped(response: httpx.Response) -> bytes:
+def _read_capped(response: httpx.Response, deadline: float) -> bytes:
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_OUTPUT_BYTES:
         raise OutputRefused(f"output is {declared} bytes, more than {MAX_OUTPUT_BYTES}")
@@ -94,6 +107,9 @@ def _read_capped(response: httpx.Response) -> bytes:
         buffer.write(chunk)
         if buffer.tell() > MAX_OUTPUT_BYTES:
             raise OutputRefused(f"output is more than {MAX_OUTPUT_BYTES} bytes")
+        if time.monotonic() > deadline:
+            # A server trickling bytes must not hold a worker past its time limit.
+            raise OutputUnreachable(f"download took more than {DOWNLOAD_DEADLINE_SECONDS} s")
     return buffer.getvalue()
 
 
@@ -101,13 +117,13 @@ def store_avatar_image(content: bytes) -> StoredImage:
     """Check the bytes are a real 1024x1024 image, then save them under an unguessable name."""
     try:
         with Image.open(io.BytesIO(content), formats=["PNG", "JPEG", "WEBP"]) as image:
+            size, image_format = image.size, image.format
+            # Checked from the header, before any pixel is decoded.
+            if size != EXPECTED_SIZE:
+                raise OutputRefused(f"output is {size[0]}x{size[1]}, expected 1024x1024")
             image.load()
-            size = image.size
-            image_format = image.format
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise OutputRefused(f"output is not a readable image: {exc}") from exc
-    if size != EXPECTED_SIZE:
-        raise OutputRefused(f"output is {size[0]}x{size[1]}, expected 1024x1024")
     extension = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}[image_format]
     name = default_storage.save(avatar_upload_to(None, f"avatar.{extension}"), ContentFile(content))
     return StoredImage(
