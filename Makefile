@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 # The suite runs on PostgreSQL and Redis (DESIGN.md §9); pytest-django creates test_<name>.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/avatar_service
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/11
+TEST_SECRET_KEY ?= test-only-secret-key-not-for-production
 
 .PHONY: venv test lint format migrate
 
@@ -28,7 +29,8 @@ format: venv
 	$(BIN)/ruff format .
 
 test: lint
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+		DJANGO_SECRET_KEY=$(TEST_SECRET_KEY) $(BIN)/pytest
 
 migrate: venv
 	$(BIN)/python manage.py migrate

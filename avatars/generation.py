@@ -19,8 +19,9 @@ from uuid import UUID
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from avatars import errors, prompts, replicate_client, storage
@@ -126,25 +127,41 @@ def _finish_locked(avatar: Avatar, status: str, kind: ErrorKind, detail: str) ->
             "next_poll_at",
         ]
     )
-    credit_services.compensate(reference=avatar.credit_reference, reason=kind.code)
+    try:
+        credit_services.compensate(reference=avatar.credit_reference, reason=kind.code)
+    except credit_services.NothingToCompensate:
+        logger.error("avatar %s ended without a charge to refund", avatar.pk)
     log = logger.error if kind.alerts else logger.info
     log("avatar %s %s: %s (%s)", avatar.pk, status, kind.code, detail)
 
 
-def _lock(avatar_id: UUID) -> Avatar:
+def _lock(avatar_id: UUID | str) -> Avatar:
     return Avatar.objects.select_for_update().get(pk=avatar_id)
 
 
-def fail_generation(
-    avatar_id: UUID, kind: ErrorKind, detail: str, *, status: str = Avatar.Status.FAILED
+def _current_prediction(avatar: Avatar) -> Prediction | None:
+    return avatar.predictions.filter(number=avatar.attempts).first()
+
+
+def end_generation(
+    avatar_id: UUID | str, kind: ErrorKind, detail: str, *, status: str = Avatar.Status.FAILED
 ) -> bool:
-    """Fail (or cancel) an unfinished avatar with its refund. False if it had already ended."""
+    """Fail (or cancel) an unfinished avatar with its refund, then stop its prediction.
+
+    The avatar ends first, so the prediction's own "canceled" answer (or webhook) finds it
+    terminal and changes nothing. False if it had already ended.
+    """
     with transaction.atomic():
         avatar = _lock(avatar_id)
         if avatar.is_terminal:
             return False
+        prediction = _current_prediction(avatar)
         _finish_locked(avatar, status, kind, detail)
-        return True
+    if prediction is not None:
+        if prediction.status not in replicate_client.TERMINAL_STATUSES:
+            cancel_prediction_quietly(prediction.prediction_id)
+        forget_input_file(prediction.input_file_id)
+    return True
 
 
 def cancel_prediction_quietly(prediction_id: str) -> None:
@@ -154,8 +171,14 @@ def cancel_prediction_quietly(prediction_id: str) -> None:
         logger.warning("could not cancel prediction %s: %s", prediction_id, exc.detail)
 
 
-def _current_prediction(avatar: Avatar) -> Prediction | None:
-    return avatar.predictions.filter(number=avatar.attempts).first()
+def forget_input_file(file_id: str) -> None:
+    """Delete a selfie we uploaded to Replicate once no prediction needs it (best effort)."""
+    if not file_id:
+        return
+    try:
+        replicate_client.delete_file(file_id)
+    except ReplicateCallError as exc:
+        logger.warning("could not delete Replicate file %s: %s", file_id, exc.detail)
 
 
 # --- applying what Replicate says ------------------------------------------------------------
@@ -178,34 +201,46 @@ def _store_output(state: PredictionState) -> storage.StoredImage | ErrorKind | N
         return errors.OUTPUT_UNAVAILABLE
 
 
+def _is_current(avatar_id: UUID | str, prediction_id: str) -> bool:
+    """Whether this prediction is the running attempt of an unfinished avatar."""
+    return Prediction.objects.filter(
+        avatar_id=avatar_id,
+        prediction_id=prediction_id,
+        avatar__status__in=ACTIVE,
+        number=F("avatar__attempts"),
+    ).exists()
+
+
 def apply_prediction_state(avatar_id: UUID | str, state: PredictionState) -> Outcome:
     """Bring an avatar up to date with its prediction; the one place both polls and webhooks use.
 
     Terminal avatars never change, and a state of an earlier attempt's prediction is ignored.
     """
+    if not _is_current(avatar_id, state.id):
+        return Outcome.DONE
     stored: storage.StoredImage | ErrorKind | None = None
     if state.status == "succeeded":
-        if Avatar.objects.filter(pk=avatar_id, status__in=ACTIVE).exists():
-            stored = _store_output(state)
+        stored = _store_output(state)  # a download: before the row lock, never under it
         if stored is None:
             return Outcome.CONTINUE
-    kept_image = False
+    image_used = False
     try:
         with transaction.atomic():
             avatar = _lock(avatar_id)
             prediction = avatar.predictions.filter(prediction_id=state.id).first()
             if avatar.is_terminal or prediction is None or prediction.number != avatar.attempts:
                 return Outcome.DONE
-            _record_prediction(prediction, state, stored)
-            outcome = _apply_locked(avatar, prediction, state, stored)
-            kept_image = bool(avatar.image) and avatar.image.name == getattr(stored, "name", None)
-            return outcome
+            _record_prediction(prediction, state)
+            outcome, image_used = _apply_locked(avatar, state, stored)
     finally:
-        if isinstance(stored, storage.StoredImage) and not kept_image:
+        if isinstance(stored, storage.StoredImage) and not image_used:
             default_storage.delete(stored.name)
+    if state.is_terminal:
+        forget_input_file(prediction.input_file_id)
+    return outcome
 
 
-def _record_prediction(prediction: Prediction, state: PredictionState, stored) -> None:
+def _record_prediction(prediction: Prediction, state: PredictionState) -> None:
     prediction.status = state.status
     prediction.error = state.error or ""
     prediction.predict_time = state.predict_time
@@ -217,28 +252,26 @@ def _record_prediction(prediction: Prediction, state: PredictionState, stored) -
 
 
 def _apply_locked(
-    avatar: Avatar, prediction: Prediction, state: PredictionState, stored
-) -> Outcome:
+    avatar: Avatar, state: PredictionState, stored: storage.StoredImage | ErrorKind | None
+) -> tuple[Outcome, bool]:
+    """The transition for a locked, unfinished avatar. Returns it and whether `stored` was used."""
     if not state.is_terminal:
-        return Outcome.CONTINUE
+        return Outcome.CONTINUE, False
     if state.status == "succeeded":
         if isinstance(stored, storage.StoredImage):
             avatar.status = Avatar.Status.SUCCEEDED
             avatar.image.name = stored.name
-            avatar.width, avatar.height, avatar.image_sha256 = (
-                stored.width,
-                stored.height,
-                stored.sha256,
-            )
+            avatar.width, avatar.height = stored.width, stored.height
+            avatar.image_sha256 = stored.sha256
             avatar.completed_at = timezone.now()
             avatar.next_poll_at = None
             avatar.save()
             logger.info("avatar %s succeeded on attempt %s", avatar.pk, avatar.attempts)
-            return Outcome.DONE
+            return Outcome.DONE, True
         _finish_locked(
             avatar, Avatar.Status.FAILED, stored, f"prediction {state.id}: {stored.code}"
         )
-        return Outcome.DONE
+        return Outcome.DONE, False
     if state.status == "failed":
         kind = errors.classify_prediction_error(state.error)
         if kind.retryable and avatar.attempts < settings.AVATAR_MAX_ATTEMPTS:
@@ -252,14 +285,14 @@ def _apply_locked(
             avatar.api_retries = 0
             avatar.create_sent_at = None
             avatar.save(update_fields=["attempts", "api_retries", "create_sent_at"])
-            return Outcome.NEXT_ATTEMPT
+            return Outcome.NEXT_ATTEMPT, False
         _finish_locked(avatar, Avatar.Status.FAILED, kind, f"prediction {state.id}: {state.error}")
-        return Outcome.DONE
-    # canceled or aborted, by someone other than our own cancel (which ends the avatar first)
+        return Outcome.DONE, False
+    # Canceled or aborted by someone else: our own cancels end the avatar before they are sent.
     _finish_locked(
         avatar, Avatar.Status.CANCELED, errors.CANCELED, f"prediction {state.id} {state.status}"
     )
-    return Outcome.DONE
+    return Outcome.DONE, False
 
 
 # --- the step --------------------------------------------------------------------------------
@@ -283,8 +316,15 @@ def advance_generation(avatar_id: UUID | str, seq: int) -> None:
         return
     if avatar.status == Avatar.Status.QUEUED:
         avatar = _start(avatar)
+        if avatar.status != Avatar.Status.RUNNING:
+            return  # canceled between the claim and the start
     if avatar.deadline_at and timezone.now() >= avatar.deadline_at:
-        _time_out(avatar)
+        end_generation(
+            avatar.pk,
+            errors.TIMEOUT,
+            f"no result within {settings.AVATAR_GENERATION_TIMEOUT:g} s "
+            f"(attempt {avatar.attempts})",
+        )
         return
     prediction = _current_prediction(avatar)
     if prediction is None:
@@ -293,7 +333,7 @@ def advance_generation(avatar_id: UUID | str, seq: int) -> None:
     try:
         state = replicate_client.get_prediction(prediction.prediction_id)
     except ReplicateCallError as exc:
-        _after_call_error(avatar, exc, prediction_id=prediction.prediction_id)
+        _after_call_error(avatar, exc)
         return
     if avatar.api_retries:
         Avatar.objects.filter(pk=avatar.pk).update(api_retries=0)
@@ -318,18 +358,7 @@ def _start(avatar: Avatar) -> Avatar:
     return Avatar.objects.get(pk=avatar.pk)
 
 
-def _time_out(avatar: Avatar) -> None:
-    prediction = _current_prediction(avatar)
-    if prediction is not None and prediction.status not in replicate_client.TERMINAL_STATUSES:
-        cancel_prediction_quietly(prediction.prediction_id)
-    fail_generation(
-        avatar.pk,
-        errors.TIMEOUT,
-        f"no result within {settings.AVATAR_GENERATION_TIMEOUT:g} s (attempt {avatar.attempts})",
-    )
-
-
-def _after_call_error(avatar: Avatar, exc: ReplicateCallError, *, prediction_id: str = "") -> None:
+def _after_call_error(avatar: Avatar, exc: ReplicateCallError) -> None:
     """Retry a transient failure with backoff within the budget; otherwise end the avatar."""
     retries = avatar.api_retries + 1
     if exc.retryable and retries <= settings.AVATAR_API_MAX_RETRIES:
@@ -344,9 +373,7 @@ def _after_call_error(avatar: Avatar, exc: ReplicateCallError, *, prediction_id:
         )
         _schedule(avatar.pk, avatar.poll_seq, delay)
         return
-    if prediction_id:
-        cancel_prediction_quietly(prediction_id)
-    fail_generation(avatar.pk, exc.kind, f"Replicate call failed: {exc.detail}")
+    end_generation(avatar.pk, exc.kind, f"Replicate call failed: {exc.detail}")
 
 
 def _selfie_reference(avatar: Avatar) -> tuple[str, str]:
@@ -363,25 +390,44 @@ def _create_prediction(avatar: Avatar) -> None:
     webhook = webhook_url(avatar.pk)
     file_id = ""
     try:
-        state = _find_lost_prediction(avatar) if avatar.create_sent_at else None
+        state = _find_lost_prediction(avatar, webhook) if avatar.create_sent_at else None
         if state is None:
             if avatar.session.is_expired():
-                fail_generation(avatar.pk, errors.INTERNAL, "the selfie was deleted before use")
+                end_generation(avatar.pk, errors.INTERNAL, "the selfie was deleted before use")
                 return
             image, file_id = _selfie_reference(avatar)
             state = _send_create(avatar, image, webhook)
+            if state is None:
+                forget_input_file(file_id)
+                return
     except ReplicateCallError as exc:
+        if not exc.outcome_unknown:
+            forget_input_file(file_id)
         _after_call_error(avatar, exc)
         return
-    if not _store_prediction(avatar, state, file_id):
+    try:
+        stored = _store_prediction(avatar, state, file_id)
+    except IntegrityError:
+        # Another avatar stored this prediction first: it was not ours. Look again later.
+        logger.warning("avatar %s: prediction %s belongs to another avatar", avatar.pk, state.id)
+        _schedule(avatar.pk, avatar.poll_seq, retry_delay(retries=1, retry_after=None))
+        return
+    if not stored:
         return
     logger.info("avatar %s: attempt %s is prediction %s", avatar.pk, avatar.attempts, state.id)
     _schedule(avatar.pk, avatar.poll_seq, poll_delay(elapsed=0, webhooks=webhook is not None))
 
 
-def _send_create(avatar: Avatar, image: str, webhook: str | None) -> PredictionState:
-    # Marked before sending: if we never learn the outcome, the next step looks it up first.
-    Avatar.objects.filter(pk=avatar.pk).update(create_sent_at=timezone.now())
+def _send_create(avatar: Avatar, image: str, webhook: str | None) -> PredictionState | None:
+    """Create the prediction, or None when the avatar ended meanwhile (nothing is sent)."""
+    # Marked before sending (the first time only, so a lookup covers every earlier try): if we
+    # never learn the outcome, the next step looks for the prediction before creating another.
+    first_try = avatar.create_sent_at is None
+    still_active = Avatar.objects.filter(pk=avatar.pk, status__in=ACTIVE).update(
+        create_sent_at=Coalesce(F("create_sent_at"), timezone.now())
+    )
+    if not still_active:
+        return None
     try:
         return replicate_client.create_prediction(
             model=settings.REPLICATE_MODEL,
@@ -395,12 +441,12 @@ def _send_create(avatar: Avatar, image: str, webhook: str | None) -> PredictionS
             webhook=webhook,
         )
     except ReplicateCallError as exc:
-        if not exc.outcome_unknown:
+        if first_try and not exc.outcome_unknown:
             Avatar.objects.filter(pk=avatar.pk).update(create_sent_at=None)
         raise
 
 
-def _find_lost_prediction(avatar: Avatar) -> PredictionState | None:
+def _find_lost_prediction(avatar: Avatar, webhook: str | None) -> PredictionState | None:
     """The prediction an earlier create may have made before we lost its answer."""
     known = set(
         Prediction.objects.filter(avatar__owner_id=avatar.owner_id).values_list(
@@ -412,6 +458,7 @@ def _find_lost_prediction(avatar: Avatar) -> PredictionState | None:
             "prompt": prompts.build_prompt(avatar.style, avatar.prompt_version),
             "user_id": prompts.opaque_user_id(avatar.owner_id),
         },
+        webhook=webhook,
         # Replicate's clock and ours may differ a little.
         created_after=avatar.create_sent_at - timedelta(seconds=60),
         exclude=known,
@@ -439,6 +486,7 @@ def _store_prediction(avatar: Avatar, state: PredictionState, file_id: str) -> b
             return True
     # Canceled (or timed out) while we were creating it: stop paying for it.
     cancel_prediction_quietly(state.id)
+    forget_input_file(file_id)
     return False
 
 
@@ -460,15 +508,16 @@ def wake_generation(avatar_id: UUID | str) -> bool:
 def sweep_avatars(*, batch_size: int = 500) -> dict[str, int]:
     """Re-drive steps whose message was lost, and end what is past its hard deadline.
 
-    Rows are claimed with SKIP LOCKED so two sweepers never take the same one.
+    Rows are claimed with SKIP LOCKED so two sweepers never take the same one; each row is
+    handled in a savepoint of its own, so one bad row can not stop the sweeper.
     """
     now = timezone.now()
     overdue = now - timedelta(seconds=settings.AVATAR_SWEEP_GRACE)
     # Past its deadline by more than a step may take: no step is going to end it any more.
     hard_deadline = now - _step_lease()
     never_started = timedelta(seconds=settings.AVATAR_GENERATION_TIMEOUT)
-    counts = {"redriven": 0, "timed_out": 0}
-    to_cancel: list[str] = []
+    counts = {"redriven": 0, "timed_out": 0, "errors": 0}
+    ended: list[Prediction] = []
     with transaction.atomic():
         rows = (
             Avatar.objects.select_for_update(skip_locked=True)
@@ -481,23 +530,28 @@ def sweep_avatars(*, batch_size: int = 500) -> dict[str, int]:
             .order_by("next_poll_at")[:batch_size]
         )
         for avatar in rows:
-            deadline = avatar.deadline_at or avatar.created_at + never_started
-            if deadline < hard_deadline:
-                prediction = _current_prediction(avatar)
-                if prediction and prediction.status not in replicate_client.TERMINAL_STATUSES:
-                    to_cancel.append(prediction.prediction_id)
-                _finish_locked(
-                    avatar, Avatar.Status.FAILED, errors.TIMEOUT, "past its hard deadline (sweeper)"
-                )
-                counts["timed_out"] += 1
-                continue
-            avatar.poll_seq += 1
-            avatar.next_poll_at = now + _step_lease()
-            avatar.save(update_fields=["poll_seq", "next_poll_at"])
-            enqueue_step(avatar.pk, avatar.poll_seq)
-            counts["redriven"] += 1
-    for prediction_id in to_cancel:
-        cancel_prediction_quietly(prediction_id)
+            try:
+                with transaction.atomic():
+                    if (avatar.deadline_at or avatar.created_at + never_started) < hard_deadline:
+                        prediction = _current_prediction(avatar)
+                        _finish_locked(
+                            avatar, Avatar.Status.FAILED, errors.TIMEOUT, "past its hard deadline"
+                        )
+                        ended += [prediction] if prediction else []
+                        counts["timed_out"] += 1
+                        continue
+                    avatar.poll_seq += 1
+                    avatar.next_poll_at = now + _step_lease()
+                    avatar.save(update_fields=["poll_seq", "next_poll_at"])
+                    enqueue_step(avatar.pk, avatar.poll_seq)
+                    counts["redriven"] += 1
+            except Exception:
+                logger.exception("sweeper: could not handle avatar %s", avatar.pk)
+                counts["errors"] += 1
+    for prediction in ended:
+        if prediction.status not in replicate_client.TERMINAL_STATUSES:
+            cancel_prediction_quietly(prediction.prediction_id)
+        forget_input_file(prediction.input_file_id)
     if any(counts.values()):
         logger.info("sweeper: %s", counts)
     return counts

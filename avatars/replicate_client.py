@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import replicate
@@ -248,15 +249,23 @@ def cancel_prediction(prediction_id: str) -> PredictionState:
 
 
 def find_recent_prediction(
-    *, input_fields: dict, created_after: datetime, exclude: set[str] = frozenset(), pages: int = 3
+    *,
+    input_fields: dict,
+    created_after: datetime,
+    webhook: str | None = None,
+    exclude: set[str] = frozenset(),
+    pages: int = 3,
 ) -> PredictionState | None:
     """A prediction we created but never heard back about, found by what we sent.
 
-    Replicate has no idempotency key for creates, so a create whose answer was lost is found
-    in the list of recent predictions (newest first) by its input fields and creation time.
-    The client's Prediction model drops fields, so this reads the list JSON as it is.
+    Replicate has no idempotency key for creates, so a create whose answer was lost is looked
+    up among recent predictions by its input fields (and its webhook URL, where the list shows
+    it). Only a single match counts: when two could be ours, neither is taken. The client's
+    Prediction model drops fields, so this reads the list JSON as it is.
     """
-    path: str | None = "/v1/predictions"
+    query = urlencode({"created_after": created_after.isoformat()})
+    path: str | None = f"/v1/predictions?{query}"
+    matches: list[str] = []
     try:
         for _ in range(pages):
             if not path:
@@ -265,16 +274,22 @@ def find_recent_prediction(
             for item in body.get("results", []):
                 created = parse_datetime(item.get("created_at") or "")
                 if created is not None and created < created_after:
-                    return None
+                    path = None
+                    break
                 sent = item.get("input") or {}
-                if item.get("id") not in exclude and all(
-                    sent.get(key) == value for key, value in input_fields.items()
+                if (
+                    item.get("id") not in exclude
+                    and all(sent.get(key) == value for key, value in input_fields.items())
+                    and (webhook is None or item.get("webhook", webhook) == webhook)
                 ):
-                    return get_prediction(item["id"])
-            path = body.get("next")
+                    matches.append(item["id"])
+            else:
+                path = body.get("next")
+        if len(matches) > 1:
+            logger.warning("lost create: %s predictions could be ours; taking none", len(matches))
+        return get_prediction(matches[0]) if len(matches) == 1 else None
     except _CALL_ERRORS as exc:
         raise _translate(exc, sent_may_have_happened=False) from exc
-    return None
 
 
 def upload_file(content: bytes, *, filename: str, content_type: str) -> UploadedFile:

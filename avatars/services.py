@@ -15,7 +15,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
-from avatars import errors, generation, prompts, replicate_client
+from avatars import errors, generation, prompts
 from avatars.models import Avatar, SelfieSession
 from avatars.selfies import PreparedSelfie
 from credits import services as credit_services
@@ -123,15 +123,10 @@ def cancel_avatar(*, owner: AbstractBaseUser, avatar_id: UUID) -> Avatar:
     avatar = Avatar.objects.get(pk=avatar_id, owner=owner)
     if avatar.status == Avatar.Status.CANCELED:
         return avatar
-    if avatar.is_terminal:
-        raise AvatarFinished(avatar_id)
-    prediction = avatar.predictions.filter(number=avatar.attempts).first()
-    if prediction is not None and prediction.status not in replicate_client.TERMINAL_STATUSES:
-        generation.cancel_prediction_quietly(prediction.prediction_id)
-    ended = generation.fail_generation(
+    generation.end_generation(
         avatar.pk, errors.CANCELED, "canceled by its owner", status=Avatar.Status.CANCELED
     )
     avatar.refresh_from_db()
-    if not ended and avatar.status != Avatar.Status.CANCELED:
+    if avatar.status != Avatar.Status.CANCELED:
         raise AvatarFinished(avatar_id)
     return avatar

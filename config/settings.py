@@ -6,6 +6,7 @@ parsed stops start-up with a message naming the variable.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import environ
@@ -49,8 +50,14 @@ def _at_least(name: str, value: int, minimum: int) -> int:
 
 
 DEBUG = _bool("DJANGO_DEBUG", False)
-# The fallback only serves local runs; `manage.py check --deploy` flags it.
-SECRET_KEY = _read("DJANGO_SECRET_KEY", env.str, "") or "django-insecure-development-key"
+SECRET_KEY = _read("DJANGO_SECRET_KEY", env.str, "")
+if not SECRET_KEY:
+    # A known key would make sessions forgeable and opaque user ids guessable: only in debug.
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "Setting DJANGO_SECRET_KEY must be set (or DJANGO_DEBUG=true for local development)"
+        )
+    SECRET_KEY = "django-insecure-development-key"
 ALLOWED_HOSTS = _read("DJANGO_ALLOWED_HOSTS", env.list, ["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = _read("DJANGO_CSRF_TRUSTED_ORIGINS", env.list, [])
 
@@ -185,6 +192,11 @@ REPLICATE_BASE_URL = _read("REPLICATE_BASE_URL", env.str, "https://api.replicate
 REPLICATE_MODEL = _read("REPLICATE_MODEL", env.str, "openai/gpt-image-1")
 OPENAI_API_KEY = _read("OPENAI_API_KEY", env.str, "")
 REPLICATE_WEBHOOK_SECRET = _read("REPLICATE_WEBHOOK_SECRET", env.str, "")
+if REPLICATE_WEBHOOK_SECRET and not re.fullmatch(
+    r"whsec_[A-Za-z0-9+/]+={0,2}", REPLICATE_WEBHOOK_SECRET
+):
+    # Never echo the value: it is a secret.
+    raise ImproperlyConfigured("Setting REPLICATE_WEBHOOK_SECRET must look like whsec_<base64>")
 PUBLIC_BASE_URL = _read("PUBLIC_BASE_URL", env.str, "").rstrip("/")
 
 # --- Avatars ------------------------------------------------------------------------------

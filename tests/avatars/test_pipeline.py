@@ -94,17 +94,21 @@ def test_the_simulator_receives_the_designed_payload(pipeline, funded_alice, ali
     body = create["body"]
     assert "webhook" not in body, "no PUBLIC_BASE_URL, so no webhook"
     sent = body["input"]
-    assert sent["prompt"] == prompts.build_prompt("manga")
     assert sent["input_images"][0].startswith("data:image/jpeg;base64,")
-    assert {k: sent[k] for k in ("aspect_ratio", "input_fidelity", "output_format")} == {
-        "aspect_ratio": "1:1",
+    assert sent == {
+        "prompt": prompts.build_prompt("manga"),
+        "input_images": [sent["input_images"][0]],
         "input_fidelity": "high",
+        "aspect_ratio": "1:1",
+        "quality": "high",
+        "background": "opaque",
         "output_format": "png",
+        "number_of_images": 1,
+        "moderation": "auto",
+        "user_id": prompts.opaque_user_id(funded_alice.pk),
+        "openai_api_key": "[REDACTED]",  # sent; the simulator does not log it
     }
-    assert (sent["number_of_images"], sent["quality"]) == (1, "high")
-    assert sent["user_id"] == prompts.opaque_user_id(funded_alice.pk)
     assert str(funded_alice.pk) != sent["user_id"] and "alice" not in sent["user_id"]
-    assert sent["openai_api_key"] == "[REDACTED]", "sent, and the simulator does not log it"
     assert Avatar.objects.get(pk=avatar["id"]).prompt_version == prompts.PROMPT_VERSION
 
 

@@ -129,8 +129,64 @@ def test_a_large_selfie_goes_through_the_files_api(pipeline, funded_alice, setti
     [create] = creates(pipeline)
     [image] = create["body"]["input"]["input_images"]
     assert image.startswith(pipeline.base_url) and "/v1/files/" in image
-    assert avatar.predictions.get().input_file_id in image
+    file_id = avatar.predictions.get().input_file_id
+    assert file_id in image
     assert upload["body"]
+    deleted = wait_for(lambda: pipeline.files()["deletions"], timeout=10, message="deletion")
+    assert [d["file_id"] for d in deleted] == [file_id], "the selfie left Replicate once used"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_create_is_adopted_only_when_exactly_one_prediction_matches(
+    pipeline, funded_alice, settings
+):
+    client = pipeline.replicate_client()
+    fields = {"prompt": "same words", "user_id": "same-user"}
+    since = timezone.now() - timedelta(seconds=5)
+
+    def create():
+        return client.models.predictions.create(
+            model="openai/gpt-image-1", input={**fields, "openai_api_key": "sk-test"}
+        )
+
+    first = create()
+    found = replicate_client.find_recent_prediction(input_fields=fields, created_after=since)
+    assert found is not None and found.id == first.id
+    assert (
+        replicate_client.find_recent_prediction(
+            input_fields=fields, created_after=since, exclude={first.id}
+        )
+        is None
+    )
+    create()
+    assert replicate_client.find_recent_prediction(input_fields=fields, created_after=since) is None
+    assert (
+        replicate_client.find_recent_prediction(
+            input_fields=fields, created_after=timezone.now() + timedelta(seconds=60)
+        )
+        is None
+    )
+
+
+@pytest.mark.django_db
+def test_one_bad_row_does_not_stop_the_sweeper(funded_alice, settings, monkeypatch):
+    settings.AVATAR_MAX_IN_FLIGHT_PER_USER = 10
+    bad, good = make_avatar(funded_alice), make_avatar(funded_alice)
+    Avatar.objects.update(next_poll_at=timezone.now() - timedelta(hours=1))
+    real_enqueue = generation.enqueue_step
+
+    def enqueue_failing_for_bad(avatar_id, seq, countdown=0):
+        if avatar_id == bad.pk:
+            raise RuntimeError("broken row")
+        real_enqueue(avatar_id, seq, countdown)
+
+    monkeypatch.setattr(generation, "enqueue_step", enqueue_failing_for_bad)
+
+    counts = generation.sweep_avatars()
+
+    assert counts == {"redriven": 1, "timed_out": 0, "errors": 1}
+    assert Avatar.objects.get(pk=good.pk).poll_seq == 1
+    assert Avatar.objects.get(pk=bad.pk).poll_seq == 0, "its savepoint was rolled back"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -142,7 +198,7 @@ def test_the_sweeper_submits_an_avatar_whose_first_message_was_lost(
 
     counts = generation.sweep_avatars()
 
-    assert counts == {"redriven": 1, "timed_out": 0}
+    assert counts == {"redriven": 1, "timed_out": 0, "errors": 0}
     wait_for(lambda: Avatar.objects.get(pk=avatar.pk).is_terminal, timeout=30)
     assert Avatar.objects.get(pk=avatar.pk).status == "succeeded"
     assert ledger_for(str(avatar.pk)) == [("spend", -1)]
@@ -153,7 +209,7 @@ def test_the_sweeper_leaves_steps_that_are_not_overdue(funded_alice, settings):
     make_avatar(funded_alice, status="running", attempts=1)
     Avatar.objects.update(next_poll_at=timezone.now() + timedelta(seconds=5))
 
-    assert generation.sweep_avatars() == {"redriven": 0, "timed_out": 0}
+    assert generation.sweep_avatars() == {"redriven": 0, "timed_out": 0, "errors": 0}
 
 
 @pytest.mark.django_db
@@ -194,7 +250,6 @@ def test_the_sweeper_gives_up_on_an_avatar_never_submitted_in_time(funded_alice,
     assert (avatar.status, avatar.error_code) == ("failed", "timeout")
 
 
-@pytest.mark.django_db(transaction=True)
 def wait_until_all_finished(ids) -> None:
     wait_for(
         lambda: not Avatar.objects.filter(pk__in=ids, status__in=generation.ACTIVE).exists(),
@@ -203,6 +258,7 @@ def wait_until_all_finished(ids) -> None:
     )
 
 
+@pytest.mark.django_db(transaction=True)
 def test_two_sweepers_at_once_redrive_each_avatar_once(pipeline, funded_alice, settings):
     settings.AVATAR_MAX_IN_FLIGHT_PER_USER = 50
     ids = [make_avatar(funded_alice).pk for _ in range(6)]

@@ -144,18 +144,22 @@ def test_distinct_webhooks_racing_a_poll_make_one_transition(
     pipeline, funded_alice, alice_client, settings
 ):
     avatar_id, payload = _finished_prediction(pipeline, alice_client, settings)
+    seq = Avatar.objects.get(pk=avatar_id).poll_seq
 
     def deliver_or_poll(i: int):
         if i == 0:
-            return generation.wake_generation(avatar_id)
+            return generation.advance_generation(avatar_id, seq)  # the poll, in this thread
         body = json.dumps(payload).encode()
         return post_webhook(avatar_id, payload, signed_headers(pipeline.webhook_secret, body))
 
-    run_concurrently(deliver_or_poll, 4)
+    poll, *webhooks = run_concurrently(deliver_or_poll, 4)
 
-    wait_for(lambda: Avatar.objects.get(pk=avatar_id).is_terminal, timeout=10)
+    assert poll is None, poll
+    assert [r.status_code for r in webhooks] == [200, 200, 200]
+    avatar = Avatar.objects.get(pk=avatar_id)
+    assert (avatar.status, avatar.error_code) == ("failed", "content_policy")
     assert ledger_for(avatar_id) == [("spend", -1), ("refund", 1)]
-    assert Avatar.objects.get(pk=avatar_id).status == "failed"
+    assert avatar.predictions.get().status == "failed"
 
 
 @pytest.mark.parametrize(

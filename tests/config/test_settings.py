@@ -36,6 +36,7 @@ def _load_settings(**env: str) -> subprocess.CompletedProcess:
         ("SELFIE_MAX_BYTES", "10MB"),
         ("AVATAR_IMAGE_QUALITY", "ultra"),
         ("DATABASE_URL", "nosuchdb://x"),
+        ("REPLICATE_WEBHOOK_SECRET", "not-a-whsec-secret"),
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_the_variable(name, value):
@@ -44,6 +45,21 @@ def test_a_bad_setting_stops_start_up_naming_the_variable(name, value):
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert name in result.stderr.splitlines()[-1]
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    result = _load_settings(DJANGO_SECRET_KEY="", DJANGO_DEBUG="false")
+
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY" in result.stderr.splitlines()[-1]
+    assert _load_settings(DJANGO_SECRET_KEY="", DJANGO_DEBUG="true").returncode == 0
+
+
+def test_a_bad_webhook_secret_is_not_echoed():
+    result = _load_settings(REPLICATE_WEBHOOK_SECRET="whsec_has spaces secret-value")
+
+    assert result.returncode != 0
+    assert "secret-value" not in result.stderr
 
 
 def test_good_settings_load():
