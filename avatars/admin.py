@@ -1,8 +1,13 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.http import HttpRequest
 
-from avatars.models import Avatar, Prediction, SelfieSession
+from avatars import errors, generation
+from avatars.models import Alert, Avatar, Prediction, SelfieSession
+from credits import services as credit_services
+from credits.admin import CompensationAdmin, NoteForm, ReadOnlyAdmin, ask_then_apply
+from credits.models import Compensation
 
 
 @admin.register(SelfieSession)
@@ -42,6 +47,86 @@ class AvatarAdmin(admin.ModelAdmin):
     list_select_related = ["owner"]
     inlines = [PredictionInline]
     readonly_fields = [f.name for f in Avatar._meta.fields]
+    actions = ["cancel_running", "open_goodwill_compensation"]
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # an avatar's row is the other half of its ledger entries
+
+    @admin.action(description="Cancel the selected running avatars (refunds them)")
+    def cancel_running(self, request: HttpRequest, queryset):
+        canceled = 0
+        for avatar in queryset.filter(status__in=generation.ACTIVE):
+            canceled += generation.end_generation(
+                avatar.pk,
+                errors.CANCELED,
+                f"canceled by staff user {request.user.pk}",
+                status=Avatar.Status.CANCELED,
+            )
+        self.message_user(request, f"Canceled {canceled} avatar(s).")
+
+    @admin.action(description="Open a goodwill compensation (pending review)…")
+    def open_goodwill_compensation(self, request: HttpRequest, queryset):
+        def open_one(avatar: Avatar, data: dict) -> None:
+            if avatar.status != Avatar.Status.SUCCEEDED:
+                self.message_user(
+                    request,
+                    f"{avatar.pk} did not succeed; failures are compensated already.",
+                    messages.WARNING,
+                )
+                return
+            compensation = credit_services.compensate(
+                reference=avatar.credit_reference,
+                reason="goodwill",
+                source=Compensation.Source.STAFF,
+                approve=False,
+                actor=request.user,
+                note=data["note"],
+            )
+            self.message_user(request, f"{avatar.pk}: compensation is {compensation.status}.")
+
+        return ask_then_apply(
+            self,
+            request,
+            queryset,
+            title="Open a goodwill compensation",
+            form_class=NoteForm,
+            apply=open_one,
+        )
+
+
+admin.site.unregister(Compensation)
+
+
+@admin.register(Compensation)
+class AvatarCompensationAdmin(CompensationAdmin):
+    """The review queue, searchable by avatar and prediction id too (credits knows neither)."""
+
+    def get_search_results(self, request, queryset, search_term):
+        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        if term:
+            avatar_ids = Prediction.objects.filter(prediction_id=term).values_list(
+                "avatar_id", flat=True
+            )
+            references = [f"avatar:{avatar_id}" for avatar_id in avatar_ids]
+            references.append(f"avatar:{term}")
+            queryset |= self.get_queryset(request).filter(reference__in=references)
+        return queryset, may_have_duplicates
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyAdmin):
+    list_display = [
+        "rule",
+        "severity",
+        "message",
+        "count",
+        "first_seen_at",
+        "last_seen_at",
+        "resolved_at",
+    ]
+    list_filter = ["rule", "severity", ("resolved_at", admin.EmptyFieldListFilter)]
+    ordering = ["resolved_at", "-last_seen_at"]

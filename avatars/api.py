@@ -8,7 +8,6 @@ import uuid
 from django.conf import settings
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
-from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
@@ -18,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from avatars import prompts, services
+from avatars import erasure, image_urls, prompts, services
 from avatars.models import Avatar, SelfieSession
 from avatars.selfies import InvalidSelfie, prepare_selfie_from_settings
 from config.api_errors import ApiError
@@ -59,12 +58,8 @@ class AvatarOutput(serializers.ModelSerializer):
         ]
 
     def get_image_url(self, avatar: Avatar) -> str | None:
-        """Our own URL, served to the owner only; never Replicate's."""
-        if avatar.status != Avatar.Status.SUCCEEDED or not avatar.image:
-            return None
-        path = reverse("api-avatar-image", args=[avatar.pk])
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request else path
+        """A short-lived signed URL, made only for the owner; never Replicate's, never public."""
+        return image_urls.avatar_image_url(avatar, request=self.context.get("request"))
 
     @extend_schema_field(ErrorOutput(allow_null=True))
     def get_error(self, avatar: Avatar) -> dict | None:
@@ -154,6 +149,31 @@ class SessionDetailView(APIView):
     def get(self, request: Request, session_id) -> Response:
         session = get_object_or_404(SelfieSession, pk=session_id, owner=request.user)
         return Response(SessionOutput(session, context={"request": request}).data)
+
+    @extend_schema(
+        request=None,
+        responses={204: None},
+        summary="Erase the selfie, the avatar images and the uploads of a session",
+        description="Running generations are canceled and refunded first. Repeating it is "
+        "harmless (204); the session and its avatars stay as records without images.",
+    )
+    def delete(self, request: Request, session_id) -> Response:
+        try:
+            erasure.erase_session(owner=request.user, session_id=session_id)
+        except services.SessionNotFound as exc:
+            raise ApiError(404, "not_found", "No such session.") from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AccountDataView(APIView):
+    @extend_schema(
+        request=None,
+        responses={204: None},
+        summary="Erase the selfies, avatar images and uploads of all your sessions",
+    )
+    def delete(self, request: Request) -> Response:
+        erasure.erase_user_data(user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class StyleOutput(serializers.Serializer):
@@ -284,18 +304,59 @@ class AvatarCancelView(APIView):
         )
 
 
-class AvatarImageView(APIView):
-    """The finished image, to its owner only, never cached by shared caches."""
+class _PrivateImageView(APIView):
+    """An avatar image: kept out of shared caches, and never content-sniffed into a page."""
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        response.setdefault("Cache-Control", "private, no-store")
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    def image_response(self, avatar: Avatar | None) -> FileResponse:
+        if avatar is None or not avatar.image:
+            raise ApiError(404, "not_found", "Not found.")
+        try:
+            image = avatar.image.open("rb")
+        except FileNotFoundError as exc:  # erased a moment ago
+            raise ApiError(404, "not_found", "Not found.") from exc
+        content_type = mimetypes.guess_type(avatar.image.name)[0] or "application/octet-stream"
+        response = FileResponse(image, content_type=content_type)
+        response["Cache-Control"] = f"private, max-age={settings.AVATAR_IMAGE_URL_MAX_AGE}"
+        return response
+
+
+class AvatarImageView(_PrivateImageView):
+    """The finished image to its owner, for clients that send their token anyway."""
 
     @extend_schema(responses={(200, "image/png"): bytes})
     def get(self, request: Request, avatar_id) -> FileResponse:
-        avatar = get_object_or_404(
-            Avatar, pk=avatar_id, owner=request.user, status=Avatar.Status.SUCCEEDED
-        )
-        if not avatar.image:
-            raise ApiError(404, "not_found", "Not found.")
-        content_type = mimetypes.guess_type(avatar.image.name)[0] or "application/octet-stream"
-        response = FileResponse(avatar.image.open("rb"), content_type=content_type)
-        response["Cache-Control"] = "private, max-age=3600"
-        response["X-Content-Type-Options"] = "nosniff"
-        return response
+        avatar = Avatar.objects.filter(
+            pk=avatar_id, owner=request.user, status=Avatar.Status.SUCCEEDED
+        ).first()
+        return self.image_response(avatar)
+
+
+class AvatarSignedImageView(_PrivateImageView):
+    """The finished image by the signed URL in `image_url`: no auth header, so `<img>` works.
+
+    The signature names the avatar and its owner and expires after AVATAR_IMAGE_URL_MAX_AGE.
+    """
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={(200, "image/png"): bytes}, auth=[])
+    def get(self, request: Request, token: str) -> FileResponse:
+        try:
+            avatar_id, owner_id = image_urls.read_image_token(token)
+        except image_urls.ExpiredImageLink as exc:
+            raise ApiError(
+                403, "link_expired", "This image link has expired. Read the avatar again."
+            ) from exc
+        except image_urls.InvalidImageLink as exc:
+            raise ApiError(404, "not_found", "Not found.") from exc
+        avatar = Avatar.objects.filter(
+            pk=avatar_id, owner_id=owner_id, status=Avatar.Status.SUCCEEDED
+        ).first()
+        return self.image_response(avatar)

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from avatars import errors, prompts, replicate_client, storage
 from avatars.errors import ErrorKind
+from avatars.log_context import bind, log_context
 from avatars.models import Avatar, Prediction
 from avatars.replicate_client import PredictionState, ReplicateCallError
 from credits import services as credit_services
@@ -132,7 +133,14 @@ def _finish_locked(avatar: Avatar, status: str, kind: ErrorKind, detail: str) ->
     except credit_services.NothingToCompensate:
         logger.error("avatar %s ended without a charge to refund", avatar.pk)
     log = logger.error if kind.alerts else logger.info
-    log("avatar %s %s: %s (%s)", avatar.pk, status, kind.code, detail)
+    log(
+        "avatar %s %s: %s (%s)",
+        avatar.pk,
+        status,
+        kind.code,
+        detail,
+        extra={"error_code": kind.code},
+    )
 
 
 def _lock(avatar_id: UUID | str) -> Avatar:
@@ -318,6 +326,7 @@ def advance_generation(avatar_id: UUID | str, seq: int) -> None:
         avatar = _start(avatar)
         if avatar.status != Avatar.Status.RUNNING:
             return  # canceled between the claim and the start
+    bind(attempt=avatar.attempts)
     if avatar.deadline_at and timezone.now() >= avatar.deadline_at:
         end_generation(
             avatar.pk,
@@ -330,6 +339,7 @@ def advance_generation(avatar_id: UUID | str, seq: int) -> None:
     if prediction is None:
         _create_prediction(avatar)
         return
+    bind(prediction_id=prediction.prediction_id)
     try:
         state = replicate_client.get_prediction(prediction.prediction_id)
     except ReplicateCallError as exc:
@@ -414,6 +424,7 @@ def _create_prediction(avatar: Avatar) -> None:
         return
     if not stored:
         return
+    bind(prediction_id=state.id)
     logger.info("avatar %s: attempt %s is prediction %s", avatar.pk, avatar.attempts, state.id)
     _schedule(avatar.pk, avatar.poll_seq, poll_delay(elapsed=0, webhooks=webhook is not None))
 
@@ -531,7 +542,7 @@ def sweep_avatars(*, batch_size: int = 500) -> dict[str, int]:
         )
         for avatar in rows:
             try:
-                with transaction.atomic():
+                with transaction.atomic(), log_context(avatar_id=str(avatar.pk)):
                     if (avatar.deadline_at or avatar.created_at + never_started) < hard_deadline:
                         prediction = _current_prediction(avatar)
                         _finish_locked(

@@ -107,6 +107,19 @@ class Avatar(models.Model):
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="avatars_avatar_owner_time"),
             models.Index(fields=["status", "next_poll_at"], name="avatars_avatar_status_poll"),
+            # For monitoring: what ended, and how, in the last minutes.
+            models.Index(fields=["completed_at", "status"], name="avatars_avatar_completed"),
+            # For the cleanup jobs: only rows that still hold something to clean are indexed.
+            models.Index(
+                fields=["completed_at"],
+                condition=~Q(image=""),
+                name="avatars_avatar_image_age",
+            ),
+            models.Index(
+                fields=["created_at"],
+                condition=~Q(idempotency_key=""),
+                name="avatars_avatar_idem_key_age",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -159,6 +172,25 @@ class Prediction(models.Model):
         return f"prediction {self.prediction_id} ({self.status})"
 
 
+class AvatarTransition(models.Model):
+    """Every status an avatar took, written by a database trigger (see migration 0003).
+
+    The same trigger refuses any change of a terminal status, so "terminal states never change"
+    holds whatever code (or SQL) runs; this table is the evidence the invariant checker reads.
+    """
+
+    avatar = models.ForeignKey(Avatar, on_delete=models.CASCADE, related_name="transitions")
+    from_status = models.CharField(max_length=16, null=True, blank=True)  # noqa: DJ001
+    to_status = models.CharField(max_length=16)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["avatar", "at"], name="avatars_transition_avatar")]
+
+    def __str__(self) -> str:
+        return f"{self.avatar_id}: {self.from_status} -> {self.to_status}"
+
+
 class WebhookDelivery(models.Model):
     """A webhook we accepted, by its `webhook-id`, so a replay is recognised and ignored."""
 
@@ -167,3 +199,33 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return self.webhook_id
+
+
+class Alert(models.Model):
+    """A monitoring rule that fired: one open row per rule, resolved when the condition clears."""
+
+    class Severity(models.TextChoices):
+        WARNING = "warning", "Warning"
+        CRITICAL = "critical", "Critical"
+
+    rule = models.CharField(max_length=60)
+    severity = models.CharField(max_length=16, choices=Severity.choices)
+    message = models.TextField()
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    count = models.PositiveIntegerField(default=1)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rule"],
+                condition=Q(resolved_at__isnull=True),
+                name="avatars_alert_one_open_per_rule",
+            ),
+        ]
+        indexes = [models.Index(fields=["-last_seen_at"], name="avatars_alert_recent")]
+
+    def __str__(self) -> str:
+        state = "resolved" if self.resolved_at else "open"
+        return f"{self.rule} ({state})"

@@ -16,6 +16,7 @@ Deliberate choices about the client (replicate 1.0.7):
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import logging
 import re
@@ -40,6 +41,7 @@ from replicate.webhook import (
 
 from avatars import errors
 from avatars.errors import ErrorKind
+from avatars.metrics import record_replicate_call
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +190,25 @@ def _translate(exc: Exception, *, sent_may_have_happened: bool) -> ReplicateCall
     return ReplicateCallError(f"{type(exc).__name__}: {exc}", kind=errors.INTERNAL, retryable=False)
 
 
+def _counted(endpoint: str):
+    """Count each call by endpoint and outcome (`ok`, an HTTP status, or `network`)."""
+
+    def decorate(function):
+        @functools.wraps(function)
+        def call(*args, **kwargs):
+            try:
+                result = function(*args, **kwargs)
+            except ReplicateCallError as exc:
+                record_replicate_call(endpoint, str(exc.status) if exc.status else "network")
+                raise
+            record_replicate_call(endpoint, "ok")
+            return result
+
+        return call
+
+    return decorate
+
+
 def _state_of(prediction: Any) -> PredictionState:
     return PredictionState(
         id=prediction.id,
@@ -204,6 +225,7 @@ def _state_of(prediction: Any) -> PredictionState:
 _CALL_ERRORS = (ReplicateError, httpx.TransportError, PydanticValidationError)
 
 
+@_counted("create")
 def create_prediction(*, model: str, input: dict, webhook: str | None = None) -> PredictionState:
     """Start a prediction of an official model. The `completed` event only, when a webhook."""
     params: dict[str, Any] = {}
@@ -236,18 +258,21 @@ def _request_prediction(method: str, path: str, *, sent_may_have_happened: bool)
         ) from exc
 
 
+@_counted("get")
 def get_prediction(prediction_id: str) -> PredictionState:
     return _request_prediction(
         "GET", f"/v1/predictions/{prediction_id}", sent_may_have_happened=False
     )
 
 
+@_counted("cancel")
 def cancel_prediction(prediction_id: str) -> PredictionState:
     return _request_prediction(
         "POST", f"/v1/predictions/{prediction_id}/cancel", sent_may_have_happened=True
     )
 
 
+@_counted("list")
 def find_recent_prediction(
     *,
     input_fields: dict,
@@ -292,6 +317,7 @@ def find_recent_prediction(
         raise _translate(exc, sent_may_have_happened=False) from exc
 
 
+@_counted("upload_file")
 def upload_file(content: bytes, *, filename: str, content_type: str) -> UploadedFile:
     """Put a file where the model can read it, without making our own media public."""
     try:
@@ -303,6 +329,7 @@ def upload_file(content: bytes, *, filename: str, content_type: str) -> Uploaded
     return UploadedFile(id=uploaded.id, url=uploaded.urls["get"])
 
 
+@_counted("delete_file")
 def delete_file(file_id: str) -> None:
     try:
         _client().files.delete(file_id)

@@ -4,21 +4,34 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from avatars import generation
+from avatars import cleanup, generation, monitoring
+from avatars.log_context import log_context
 
 
 @shared_task(ignore_result=True)
 def submit_avatar_task(avatar_id: str, seq: int = 0) -> None:
     """The first step of a new avatar, sent when the request that created it commits."""
-    generation.advance_generation(avatar_id, seq)
+    with log_context(avatar_id=avatar_id):
+        generation.advance_generation(avatar_id, seq)
 
 
 @shared_task(ignore_result=True)
 def poll_avatar_task(avatar_id: str, seq: int) -> None:
     """A later step: create the attempt's prediction or read it, then schedule the next."""
-    generation.advance_generation(avatar_id, seq)
+    with log_context(avatar_id=avatar_id):
+        generation.advance_generation(avatar_id, seq)
 
 
 @shared_task(ignore_result=True)
 def sweep_avatars_task() -> dict[str, int]:
     return generation.sweep_avatars()
+
+
+@shared_task(ignore_result=True)
+def cleanup_task() -> dict[str, int]:
+    return cleanup.run_cleanup()
+
+
+@shared_task(ignore_result=True)
+def check_alerts_task() -> list[str]:
+    return monitoring.check_alerts()

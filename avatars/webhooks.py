@@ -12,6 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from avatars import generation, replicate_client
+from avatars.log_context import log_context
 from avatars.models import Avatar, WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,8 @@ def replicate_webhook(request: HttpRequest) -> JsonResponse:
     if not Avatar.objects.filter(pk=avatar_id).exists():
         return JsonResponse({"status": "ignored"})
     try:
-        outcome = generation.apply_prediction_state(avatar_id, state)
+        with log_context(avatar_id=str(avatar_id), prediction_id=state.id):
+            outcome = generation.apply_prediction_state(avatar_id, state)
     except Exception:
         # Forget the delivery so Replicate's retry of it is processed.
         WebhookDelivery.objects.filter(webhook_id=headers["webhook-id"]).delete()

@@ -130,6 +130,12 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The web page's own script and styles (no build step).
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# The web page signs in with Django's own views; the API then uses the session cookie.
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(_read("MEDIA_ROOT", env.str, str(BASE_DIR / "media")))
 STORAGES = {
@@ -255,6 +261,16 @@ if AVATAR_IMAGE_QUALITY not in {"low", "medium", "high", "auto"}:
         "Setting AVATAR_IMAGE_QUALITY must be low, medium, high or auto, "
         f"got {AVATAR_IMAGE_QUALITY!r}"
     )
+# Seconds a signed avatar image URL (the API's `image_url`) stays valid.
+AVATAR_IMAGE_URL_MAX_AGE = _at_least(
+    "AVATAR_IMAGE_URL_MAX_AGE", _read("AVATAR_IMAGE_URL_MAX_AGE", env.int, 3600), 1
+)
+
+# --- Credits ------------------------------------------------------------------------------
+# Automatic refunds per account in 24 hours; past it, refunds wait for staff review.
+CREDITS_AUTO_REFUND_DAILY_LIMIT = _at_least(
+    "CREDITS_AUTO_REFUND_DAILY_LIMIT", _read("CREDITS_AUTO_REFUND_DAILY_LIMIT", env.int, 5), 0
+)
 
 # --- Selfies ------------------------------------------------------------------------------
 SELFIE_MAX_BYTES = _positive(
@@ -271,15 +287,45 @@ SELFIE_RETENTION_HOURS = _positive(
 DATA_UPLOAD_MAX_MEMORY_SIZE = SELFIE_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
+# --- Alerts and mail ------------------------------------------------------------------------
+# Who hears about alerts: DJANGO_ADMINS=ops@example.com,oncall@example.com
+ADMINS = [(address, address) for address in _read("DJANGO_ADMINS", env.list, [])]
+SERVER_EMAIL = _read("DJANGO_SERVER_EMAIL", env.str, "avatars@localhost")
+EMAIL_SUBJECT_PREFIX = "[avatars] "
+# smtp://user:password@host:587/?tls=True in production; printed to the console by default.
+vars().update(_read("EMAIL_URL", env.email_url, "consolemail://"))
+ALERT_FAILURE_RATE_MIN_GENERATIONS = 10
+ALERT_CONTENT_POLICY_SPIKE = _at_least(
+    "ALERT_CONTENT_POLICY_SPIKE", _read("ALERT_CONTENT_POLICY_SPIKE", env.int, 5), 1
+)
+# Bearer token that may read /metrics (staff may always); empty: staff only.
+METRICS_TOKEN = _read("METRICS_TOKEN", env.str, "")
+
 # --- Logging ------------------------------------------------------------------------------
 LOG_LEVEL = _read("LOG_LEVEL", env.str, "INFO").upper()
+# "json": one object per line with the avatar's ids on pipeline lines; "text" for people.
+LOG_FORMAT = _read("LOG_FORMAT", env.str, "text")
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"Setting LOG_FORMAT must be text or json, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"avatar_context": {"()": "avatars.log_context.ContextFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["avatar_context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
@@ -288,6 +334,8 @@ LOGGING = {
         "httpcore": {"level": "WARNING"},
     },
 }
+# The worker logs through the LOGGING above (JSON included), not Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Scheduled work (celery-beat; the DatabaseScheduler syncs these into its tables) -------
 CELERY_BEAT_SCHEDULE = {
@@ -295,4 +343,6 @@ CELERY_BEAT_SCHEDULE = {
         "task": "avatars.tasks.sweep_avatars_task",
         "schedule": AVATAR_SWEEP_INTERVAL,
     },
+    "cleanup": {"task": "avatars.tasks.cleanup_task", "schedule": 3600},
+    "check-alerts": {"task": "avatars.tasks.check_alerts_task", "schedule": 300},
 }

@@ -1,10 +1,11 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import ObtainAuthToken
 
 from avatars import api as avatars_api
-from avatars import webhooks
+from avatars import metrics, pages, webhooks
 from config import health
 from credits import api as credits_api
 
@@ -17,6 +18,7 @@ api_v1 = [
         avatars_api.SessionDetailView.as_view(),
         name="api-session-detail",
     ),
+    path("account/data/", avatars_api.AccountDataView.as_view(), name="api-account-data"),
     path("styles/", avatars_api.StyleListView.as_view(), name="api-styles"),
     path("avatars/", avatars_api.AvatarListCreateView.as_view(), name="api-avatars"),
     path("avatars/<uuid:avatar_id>/", avatars_api.AvatarDetailView.as_view(), name="api-avatar"),
@@ -30,14 +32,28 @@ api_v1 = [
         avatars_api.AvatarImageView.as_view(),
         name="api-avatar-image",
     ),
+    path(
+        "avatar-images/<str:token>/",
+        avatars_api.AvatarSignedImageView.as_view(),
+        name="api-avatar-signed-image",
+    ),
     path("webhooks/replicate/", webhooks.replicate_webhook, name="api-webhook-replicate"),
 ]
 
 urlpatterns = [
+    # The web page (it uses the API below with the session cookie) and its sign-in.
+    path("", pages.home, name="home"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("healthz", health.liveness, name="healthz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("readyz", health.readiness, name="readyz"),
     path("api/v1/", include(api_v1)),
 ]

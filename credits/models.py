@@ -151,8 +151,12 @@ class Compensation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        permissions = [("decide_compensation", "Can approve or reject compensations")]
         indexes = [
             models.Index(fields=["status", "-created_at"], name="credits_comp_status_time"),
+            models.Index(
+                fields=["account", "source", "decided_at"], name="credits_comp_auto_refunds"
+            ),
             models.Index(fields=["account", "-created_at"], name="credits_comp_account_time"),
         ]
         constraints = [

@@ -7,6 +7,10 @@ balance can never go below zero, however many requests race.
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import F, QuerySet
@@ -34,6 +38,8 @@ class AlreadyDecided(Exception):
         super().__init__(f"compensation {compensation.reference} is already {compensation.status}")
         self.compensation = compensation
 
+
+logger = logging.getLogger(__name__)
 
 SPEND_CONSTRAINT = "credits_entry_one_spend_or_refund_per_reference"
 
@@ -140,7 +146,8 @@ def compensate(
     """Open the one compensation for `reference` and, when `approve`, refund it.
 
     Safe to call any number of times from any number of processes: the unique reference
-    makes one compensation, and the row lock in `approve_compensation` one refund.
+    makes one compensation, and the row lock in `_decide` one refund. An automatic one stays
+    pending instead when the account is over CREDITS_AUTO_REFUND_DAILY_LIMIT.
     """
     spend = LedgerEntry.objects.filter(kind=LedgerEntry.Kind.SPEND, reference=reference).first()
     if spend is None:
@@ -159,21 +166,55 @@ def compensate(
         compensation = Compensation.objects.get(reference=reference)
     if approve and compensation.status == Compensation.Status.PENDING:
         try:
-            compensation = approve_compensation(
-                compensation_id=compensation.pk, actor=actor, note=note
+            compensation = _decide(
+                compensation.pk,
+                actor=actor,
+                note=note,
+                refund=True,
+                within_daily_limit=source == Compensation.Source.AUTOMATIC,
             )
         except AlreadyDecided as decided:
             compensation = decided.compensation
     return compensation
 
 
-def _decide(compensation_id: int, *, actor: AbstractBaseUser | None, note: str, refund: bool):
+def _over_daily_auto_refund_limit(account_id: int) -> bool:
+    """Abuse guard: past the limit, automatic refunds wait for a person to review them."""
+    since = timezone.now() - timedelta(hours=24)
+    refunded = Compensation.objects.filter(
+        account_id=account_id,
+        source=Compensation.Source.AUTOMATIC,
+        status=Compensation.Status.REFUNDED,
+        decided_at__gte=since,
+    ).count()
+    return refunded >= settings.CREDITS_AUTO_REFUND_DAILY_LIMIT
+
+
+def _decide(
+    compensation_id: int,
+    *,
+    actor: AbstractBaseUser | None,
+    note: str,
+    refund: bool,
+    within_daily_limit: bool = False,
+) -> Compensation:
     with transaction.atomic():
-        # Lock order is always compensation, then account (inside _move_credits), so two
-        # deciders of the same compensation queue here instead of deadlocking.
+        # Lock order is always compensation, then account, so two deciders of the same
+        # compensation queue here instead of deadlocking.
         compensation = Compensation.objects.select_for_update().get(pk=compensation_id)
         if compensation.is_decided:
             raise AlreadyDecided(compensation)
+        if within_daily_limit:
+            # The account lock makes concurrent automatic refunds count one another.
+            CreditAccount.objects.select_for_update().get(pk=compensation.account_id)
+            if _over_daily_auto_refund_limit(compensation.account_id):
+                logger.warning(
+                    "compensation %s held for review: account %s is over the daily limit of "
+                    "automatic refunds",
+                    compensation.reference,
+                    compensation.account_id,
+                )
+                return compensation
         if refund:
             compensation.ledger_entry = _move_credits(
                 account_id=compensation.account_id,

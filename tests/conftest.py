@@ -109,7 +109,7 @@ def _session_celery_worker(celery_queue):
     with start_worker(
         celery_app,
         pool="threads",
-        concurrency=8,
+        concurrency=16,
         perform_ping_check=False,
         queues=[celery_queue],
         loglevel="WARNING",

@@ -1,0 +1,143 @@
+"""Alert rules, checked by celery-beat every five minutes.
+
+A firing rule has one open `Alert` row (the database refuses a second), logged at CRITICAL and
+mailed to ADMINS when it opens; later checks only count it, and it is resolved as soon as its
+condition clears.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.mail import mail_admins
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from avatars.models import Alert, Avatar
+from credits.audit import find_ledger_problems
+from credits.models import Compensation
+
+logger = logging.getLogger(__name__)
+
+WINDOW = timedelta(minutes=15)
+QUEUED_TOO_LONG = timedelta(minutes=5)
+PENDING_TOO_LONG = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    severity: str
+    # The alert's message when the condition holds at `now`, else None.
+    check: Callable[[datetime], str | None]
+
+
+def _ended_recently(now: datetime):
+    return Avatar.objects.filter(completed_at__gte=now - WINDOW, completed_at__lte=now)
+
+
+def provider_auth_failures(now: datetime) -> str | None:
+    count = _ended_recently(now).filter(error_code="provider_auth").count()
+    if count:
+        return (
+            f"{count} generation(s) failed with provider_auth in the last 15 minutes: check "
+            "REPLICATE_API_TOKEN and OPENAI_API_KEY"
+        )
+    return None
+
+
+def high_failure_rate(now: datetime) -> str | None:
+    counts = _ended_recently(now).aggregate(
+        total=Count("pk"), failed=Count("pk", filter=Q(status=Avatar.Status.FAILED))
+    )
+    total, failed = counts["total"], counts["failed"]
+    if total >= settings.ALERT_FAILURE_RATE_MIN_GENERATIONS and failed > 0.2 * total:
+        return f"{failed} of {total} generations failed in the last 15 minutes (over 20%)"
+    return None
+
+
+def content_policy_spike(now: datetime) -> str | None:
+    count = _ended_recently(now).filter(error_code="content_policy").count()
+    if count >= settings.ALERT_CONTENT_POLICY_SPIKE:
+        return f"{count} content-policy refusals in the last 15 minutes"
+    return None
+
+
+def queued_too_long(now: datetime) -> str | None:
+    count = Avatar.objects.filter(
+        status=Avatar.Status.QUEUED, created_at__lt=now - QUEUED_TOO_LONG
+    ).count()
+    if count:
+        return f"{count} avatar(s) queued for over 5 minutes: are the worker and Redis up?"
+    return None
+
+
+def compensations_waiting(now: datetime) -> str | None:
+    count = Compensation.objects.filter(
+        status=Compensation.Status.PENDING, created_at__lt=now - PENDING_TOO_LONG
+    ).count()
+    if count:
+        return f"{count} compensation(s) pending review for over 24 hours"
+    return None
+
+
+def ledger_mismatch(now: datetime) -> str | None:
+    problems = find_ledger_problems()
+    if problems:
+        return f"check_ledger found {len(problems)} problem(s), first: {problems[0]}"
+    return None
+
+
+RULES = [
+    Rule("provider_auth", Alert.Severity.CRITICAL, provider_auth_failures),
+    Rule("failure_rate", Alert.Severity.CRITICAL, high_failure_rate),
+    Rule("content_policy_spike", Alert.Severity.WARNING, content_policy_spike),
+    Rule("queued_too_long", Alert.Severity.CRITICAL, queued_too_long),
+    Rule("compensations_pending", Alert.Severity.WARNING, compensations_waiting),
+    Rule("ledger_mismatch", Alert.Severity.CRITICAL, ledger_mismatch),
+]
+
+
+def _fire(rule: Rule, message: str, now: datetime) -> None:
+    updated = Alert.objects.filter(rule=rule.name, resolved_at__isnull=True).update(
+        last_seen_at=now, message=message, count=F("count") + 1
+    )
+    if updated:
+        return
+    try:
+        with transaction.atomic():
+            Alert.objects.create(
+                rule=rule.name,
+                severity=rule.severity,
+                message=message,
+                first_seen_at=now,
+                last_seen_at=now,
+            )
+    except IntegrityError:
+        return  # another checker opened it a moment ago
+    logger.critical("alert %s: %s", rule.name, message, extra={"alert": rule.name})
+    mail_admins(f"{rule.severity}: {rule.name}", message, fail_silently=True)
+
+
+def _resolve(rule: Rule, now: datetime) -> None:
+    if Alert.objects.filter(rule=rule.name, resolved_at__isnull=True).update(resolved_at=now):
+        logger.info("alert %s resolved", rule.name, extra={"alert": rule.name})
+
+
+def check_alerts(now: datetime | None = None) -> list[str]:
+    """Evaluate every rule; returns the names of those firing."""
+    now = now or timezone.now()
+    firing = []
+    for rule in RULES:
+        message = rule.check(now)
+        if message:
+            _fire(rule, message, now)
+            firing.append(rule.name)
+        else:
+            _resolve(rule, now)
+    return firing

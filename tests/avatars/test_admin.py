@@ -1,0 +1,270 @@
+"""Staff in Django admin: the compensation review queue, grants, avatar actions, alerts."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth.models import Group
+from django.test import Client
+
+from avatars.models import Alert, Avatar, Prediction
+from credits import services as credit_services
+from credits.apps import REVIEWERS_GROUP
+from credits.models import Compensation, CreditAccount, LedgerEntry
+from tests.avatars.test_recovery import make_avatar
+
+COMPENSATIONS = "/admin/credits/compensation/"
+
+
+@pytest.fixture
+def reviewer(django_user_model):
+    user = django_user_model.objects.create_user(
+        username="reviewer", password="reviewer-password-1", is_staff=True
+    )
+    user.groups.add(Group.objects.get(name=REVIEWERS_GROUP))
+    return user
+
+
+@pytest.fixture
+def plain_staff(django_user_model):
+    user = django_user_model.objects.create_user(
+        username="staff", password="staff-password-1", is_staff=True
+    )
+    # May look at compensations, but is not a reviewer.
+    user.user_permissions.add(*_perms("view_compensation"))
+    return user
+
+
+def _perms(*codenames):
+    from django.contrib.auth.models import Permission
+
+    return Permission.objects.filter(content_type__app_label="credits", codename__in=codenames)
+
+
+def logged_in(user, password: str) -> Client:
+    client = Client()
+    assert client.login(username=user.username, password=password)
+    return client
+
+
+@pytest.fixture
+def pending(alice) -> Compensation:
+    credit_services.grant_credits(user=alice, amount=2)
+    credit_services.spend_credits(user=alice, amount=2, reference="avatar:abc")
+    return credit_services.compensate(
+        reference="avatar:abc", reason="goodwill", source="staff", approve=False
+    )
+
+
+def run_action(client: Client, url: str, action: str, ids: list, **form) -> object:
+    """Choose an action for the rows, then submit its intermediate form, like a person would."""
+    first = client.post(url, {"action": action, ACTION_CHECKBOX_NAME: ids})
+    assert first.status_code == 200, "the action asks for a note first"
+    return client.post(
+        url, {"action": action, ACTION_CHECKBOX_NAME: ids, "apply": "1", **form}, follow=True
+    )
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_the_reviewers_group_carries_the_decide_permission(db):
+    group = Group.objects.get(name=REVIEWERS_GROUP)
+    assert set(group.permissions.values_list("codename", flat=True)) == {
+        "decide_compensation",
+        "view_compensation",
+        "view_creditaccount",
+        "view_ledgerentry",
+    }
+
+
+def test_a_reviewer_approves_through_the_admin_and_the_balance_rises_by_the_amount(
+    alice, reviewer, pending
+):
+    client = logged_in(reviewer, "reviewer-password-1")
+
+    response = run_action(
+        client, COMPENSATIONS, "approve_and_refund", [pending.pk], note="slow day, sorry"
+    )
+
+    assert response.status_code == 200
+    assert "avatar:abc refunded." in messages_of(response)
+    pending.refresh_from_db()
+    assert (pending.status, pending.decided_by, pending.note) == (
+        "refunded",
+        reviewer,
+        "slow day, sorry",
+    )
+    assert pending.decided_at is not None
+    assert credit_services.get_balance(user=alice) == 2
+
+
+def test_a_note_is_required_to_decide(alice, reviewer, pending):
+    client = logged_in(reviewer, "reviewer-password-1")
+
+    response = client.post(
+        COMPENSATIONS,
+        {"action": "approve_and_refund", ACTION_CHECKBOX_NAME: [pending.pk], "apply": "1"},
+    )
+
+    assert response.status_code == 200
+    assert response.context["form"].errors["note"]
+    pending.refresh_from_db()
+    assert pending.status == "pending"
+
+
+def test_a_reviewer_rejects_and_nothing_is_refunded(alice, reviewer, pending):
+    client = logged_in(reviewer, "reviewer-password-1")
+
+    run_action(client, COMPENSATIONS, "reject", [pending.pk], note="abuse")
+
+    pending.refresh_from_db()
+    assert (pending.status, pending.note) == ("rejected", "abuse")
+    assert credit_services.get_balance(user=alice) == 0
+
+
+def test_approving_twice_refunds_once_and_says_it_was_decided(alice, reviewer, pending):
+    client = logged_in(reviewer, "reviewer-password-1")
+    run_action(client, COMPENSATIONS, "approve_and_refund", [pending.pk], note="ok")
+
+    again = run_action(client, COMPENSATIONS, "approve_and_refund", [pending.pk], note="ok")
+
+    assert any("already refunded by reviewer" in m for m in messages_of(again))
+    assert LedgerEntry.objects.filter(kind="refund").count() == 1
+    assert credit_services.get_balance(user=alice) == 2
+
+
+def test_staff_without_the_reviewers_group_can_not_decide(alice, plain_staff, pending):
+    client = logged_in(plain_staff, "staff-password-1")
+
+    page = client.get(COMPENSATIONS)
+    client.post(
+        COMPENSATIONS,
+        {
+            "action": "approve_and_refund",
+            ACTION_CHECKBOX_NAME: [pending.pk],
+            "apply": "1",
+            "note": "x",
+        },
+    )
+
+    assert page.status_code == 200
+    assert b"approve_and_refund" not in page.content
+    pending.refresh_from_db()
+    assert pending.status == "pending"
+    assert credit_services.get_balance(user=alice) == 0
+
+
+def test_the_queue_lists_pending_first_with_a_summary(alice, reviewer, pending):
+    credit_services.grant_credits(user=alice, amount=1)
+    credit_services.spend_credits(user=alice, amount=1, reference="avatar:failed")
+    credit_services.compensate(reference="avatar:failed", reason="timeout")
+    client = logged_in(reviewer, "reviewer-password-1")
+
+    response = client.get(COMPENSATIONS)
+
+    rows = list(response.context["cl"].result_list)
+    assert [c.reference for c in rows] == ["avatar:abc", "avatar:failed"]
+    summary = response.context["summary"]
+    assert summary["pending"] == 1
+    assert (summary["refunded_today"], summary["refunded_7_days"]) == (1, 1)
+    assert summary["by_reason"] == [{"reason": "timeout", "credits": 1}]
+    assert b"Pending review:" in response.content
+
+
+def test_the_queue_is_searchable_by_prediction_id(funded_reviewer_setup):
+    client, avatar, compensation = funded_reviewer_setup
+    Prediction.objects.create(avatar=avatar, number=1, prediction_id="pred123abc")
+
+    found = client.get(COMPENSATIONS, {"q": "pred123abc"})
+    by_avatar = client.get(COMPENSATIONS, {"q": str(avatar.pk)})
+    nothing = client.get(COMPENSATIONS, {"q": "nothing-like-it"})
+
+    assert [c.pk for c in found.context["cl"].result_list] == [compensation.pk]
+    assert [c.pk for c in by_avatar.context["cl"].result_list] == [compensation.pk]
+    assert list(nothing.context["cl"].result_list) == []
+
+
+@pytest.fixture
+def funded_reviewer_setup(alice, reviewer):
+    credit_services.grant_credits(user=alice, amount=3)
+    avatar = make_avatar(alice, status="failed")
+    compensation = credit_services.compensate(reference=avatar.credit_reference, reason="timeout")
+    return logged_in(reviewer, "reviewer-password-1"), avatar, compensation
+
+
+def test_a_superuser_grants_credits_with_a_memo(alice, admin_client, admin_user):
+    account = credit_services.get_or_create_account(user=alice)
+
+    run_action(
+        admin_client,
+        "/admin/credits/creditaccount/",
+        "grant_credits",
+        [account.pk],
+        amount="4",
+        memo="sorry for the outage",
+    )
+
+    entry = LedgerEntry.objects.get(kind="grant")
+    assert (entry.amount, entry.memo, entry.actor) == (4, "sorry for the outage", admin_user)
+    assert CreditAccount.objects.get(pk=account.pk).balance == 4
+
+
+def test_the_ledger_is_read_only_in_admin(alice, admin_client):
+    entry = credit_services.grant_credits(user=alice, amount=1)
+
+    change = admin_client.post(f"/admin/credits/ledgerentry/{entry.pk}/change/", {"amount": 99})
+    delete = admin_client.post(f"/admin/credits/ledgerentry/{entry.pk}/delete/", {"post": "yes"})
+
+    assert admin_client.get("/admin/credits/ledgerentry/add/").status_code == 403
+    assert change.status_code in (403, 302, 200)
+    assert delete.status_code == 403
+    assert LedgerEntry.objects.get(pk=entry.pk).amount == 1
+
+
+def test_staff_cancels_a_running_avatar_and_it_is_refunded(alice, admin_client):
+    credit_services.grant_credits(user=alice, amount=1)
+    avatar = make_avatar(alice, status="running", attempts=1)
+
+    admin_client.post(
+        "/admin/avatars/avatar/", {"action": "cancel_running", ACTION_CHECKBOX_NAME: [avatar.pk]}
+    )
+
+    avatar.refresh_from_db()
+    assert (avatar.status, avatar.error_code) == ("canceled", "canceled")
+    assert credit_services.get_balance(user=alice) == 1
+
+
+def test_staff_opens_a_goodwill_compensation_for_a_succeeded_avatar(alice, admin_client):
+    credit_services.grant_credits(user=alice, amount=1)
+    avatar = make_avatar(alice, status="succeeded")
+
+    run_action(
+        admin_client,
+        "/admin/avatars/avatar/",
+        "open_goodwill_compensation",
+        [avatar.pk],
+        note="face looked wrong",
+    )
+
+    compensation = Compensation.objects.get(reference=avatar.credit_reference)
+    assert (compensation.status, compensation.reason, compensation.source) == (
+        "pending",
+        "goodwill",
+        "staff",
+    )
+    assert credit_services.get_balance(user=alice) == 0
+
+
+def test_avatar_admin_filters_and_alerts_page_render(alice, admin_client):
+    credit_services.grant_credits(user=alice, amount=1)
+    make_avatar(alice, status="failed", error_code="timeout")
+    Alert.objects.create(rule="queued_too_long", severity="critical", message="3 queued")
+
+    avatars = admin_client.get("/admin/avatars/avatar/", {"status": "failed", "style": "comic"})
+    alerts = admin_client.get("/admin/avatars/alert/")
+
+    assert len(avatars.context["cl"].result_list) == 1
+    assert b"3 queued" in alerts.content
+    assert Avatar.objects.count() == 1

@@ -1,0 +1,147 @@
+"""Real Celery worker processes for tests that kill them and flush their Redis.
+
+They use a Redis database of their own (the in-process test worker never sees their messages,
+and flushing it touches nothing else), write to the test database, and read the same media
+files as the test process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+from django.db import connection
+
+from config.celery import app as celery_app
+from replicate_simulator.testing import wait_for
+from tests.conftest import PIPELINE_SETTINGS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class WorkerProcess:
+    """One `celery worker` subprocess in a process group of its own."""
+
+    def __init__(self, env: dict[str, str], queue: str):
+        self.queue = queue
+        self.output: list[str] = []
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool=threads",
+                "--concurrency=64",
+                f"--queues={queue}",
+                "--without-mingle",
+                "--without-gossip",
+                "--without-heartbeat",
+                "--loglevel=INFO",
+                f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        wait_for(lambda: self.saw("ready"), timeout=60, message="the worker to be ready")
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.output.append(line)
+
+    def saw(self, text: str) -> bool:
+        return any(text in line for line in list(self.output))
+
+    def kill(self) -> None:
+        """kill -9 the whole worker: no shutdown, no acknowledgements."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+
+RELIABILITY_REDIS_DB = 12
+
+
+@pytest.fixture
+def worker_queue() -> str:
+    return f"test-proc-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def worker_redis_url() -> str:
+    base = django_settings.REDIS_URL.rsplit("/", 1)[0]
+    return f"{base}/{RELIABILITY_REDIS_DB}"
+
+
+@pytest.fixture
+def send(worker_redis_url, worker_queue):
+    """Publish a task to the worker processes' own Redis and queue."""
+
+    def send_task(task, *args) -> None:
+        with celery_app.connection_for_write(worker_redis_url) as conn:
+            task.apply_async(args, queue=worker_queue, connection=conn)
+
+    return send_task
+
+
+@pytest.fixture
+def worker_env(pipeline, settings, worker_queue, worker_redis_url) -> dict[str, str]:
+    """The settings of the pipeline tests, as a worker process reads them: from the environment."""
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": (
+            f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/"
+            f"{database['NAME']}"
+        ),
+        "REDIS_URL": worker_redis_url,
+        "CELERY_TASK_DEFAULT_QUEUE": worker_queue,
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "REPLICATE_BASE_URL": pipeline.base_url,
+        "REPLICATE_API_TOKEN": pipeline.token,
+        "REPLICATE_WEBHOOK_SECRET": pipeline.webhook_secret,
+        "AVATAR_OUTPUT_ALLOWED_HOSTS": "127.0.0.1",
+        "AVATAR_OUTPUT_ALLOW_HTTP": "true",
+        "OPENAI_API_KEY": PIPELINE_SETTINGS["OPENAI_API_KEY"],
+    }
+    for name in (
+        "AVATAR_POLL_INITIAL_DELAY",
+        "AVATAR_POLL_MAX_DELAY",
+        "AVATAR_API_RETRY_INITIAL_DELAY",
+        "AVATAR_API_RETRY_MAX_DELAY",
+        "AVATAR_GENERATION_TIMEOUT",
+    ):
+        env[name] = str(PIPELINE_SETTINGS[name])
+    return env
+
+
+@pytest.fixture
+def start_worker(worker_env, worker_queue, worker_redis_url) -> Iterator:
+    """Start worker processes (with extra env); every one is killed at the end of the test."""
+    started: list[WorkerProcess] = []
+
+    def start(**extra: str) -> WorkerProcess:
+        worker = WorkerProcess({**worker_env, **extra}, worker_queue)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()
+    redis.Redis.from_url(worker_redis_url).flushdb()

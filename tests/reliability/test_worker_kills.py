@@ -1,0 +1,165 @@
+"""kill -9 the worker: countdown polls it held come back (Redis redelivers them), none twice."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from kombu.exceptions import OperationalError
+
+from avatars.invariants import find_invariant_problems
+from avatars.models import Avatar, Prediction
+from avatars.tasks import submit_avatar_task, sweep_avatars_task
+from credits import services as credit_services
+from replicate_simulator.testing import wait_for
+from tests.avatars.test_pipeline import CREATE_PATH, upload_session
+from tests.avatars.test_recovery import make_avatar
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+AVATARS = 100
+VISIBILITY = 8
+
+
+def test_a_worker_killed_holding_100_countdown_polls_finishes_them_all_after_a_restart(
+    pipeline, alice, start_worker, send, settings
+):
+    # Given 100 running avatars whose polls wait as countdown messages in one worker
+    settings.AVATAR_MAX_IN_FLIGHT_PER_USER = AVATARS
+    pipeline.configure(latency=8)
+    credit_services.grant_credits(user=alice, amount=AVATARS)
+    first = make_avatar(alice)
+    ids = [first.pk] + [make_avatar(alice, session=first.session).pk for _ in range(AVATARS - 1)]
+    # A short visibility timeout, so Redis hands the killed worker's messages out again soon.
+    slow_polls = {
+        "AVATAR_POLL_INITIAL_DELAY": "2",
+        "AVATAR_POLL_MAX_DELAY": "3",
+        "AVATAR_GENERATION_TIMEOUT": "120",
+    }
+    settings.AVATAR_GENERATION_TIMEOUT = 120
+    redelivery = {
+        "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY),
+        # A step killed half-way is the sweeper's: due again after the time limit plus grace.
+        "CELERY_TASK_TIME_LIMIT": "10",
+        "AVATAR_SWEEP_GRACE": "2",
+    }
+    worker = start_worker(**slow_polls, **redelivery)
+    for avatar_id in ids:
+        send(submit_avatar_task, str(avatar_id), 0)
+    wait_for(
+        lambda: Prediction.objects.count() == AVATARS,
+        timeout=60,
+        message="every prediction created",
+    )
+
+    # When the worker is killed with them in hand, and another one starts
+    worker.kill()
+    killed_at = time.monotonic()
+    held = Avatar.objects.filter(status="running").count()
+    assert held > AVATARS * 0.9, "nearly all were still waiting on their polls"
+    # A starting worker hands back messages unacknowledged for longer than the visibility
+    # timeout (kombu then looks again only every ~100 s): start it once they are that old.
+    wait_for(lambda: time.monotonic() - killed_at > VISIBILITY + 1, timeout=30)
+    second = start_worker(**slow_polls, **redelivery)
+
+    # Then every avatar finishes, each with the one prediction it had
+    restarted_at = time.monotonic()
+    last_sweep = [0.0]
+
+    def finished_while_beat_sweeps() -> bool:
+        if not Avatar.objects.filter(pk__in=ids, status="running").exists():
+            return True
+        if time.monotonic() - last_sweep[0] > 5:  # celery-beat's job, every few seconds here
+            send(sweep_avatars_task)
+            last_sweep[0] = time.monotonic()
+        return False
+
+    wait_for(finished_while_beat_sweeps, timeout=120, interval=0.5, message="all finished")
+    took = time.monotonic() - restarted_at
+    outcomes = set(Avatar.objects.values_list("status", "error_code"))
+    assert outcomes == {("succeeded", "")}, outcomes
+    assert len(pipeline.requests(method="POST", path=CREATE_PATH)) == AVATARS
+    assert Prediction.objects.count() == AVATARS
+    assert find_invariant_problems() == []
+    redelivered = sum("received" in line for line in second.output)
+    print(
+        f"\nworker kill: {held} avatars held in countdown polls, {redelivered} messages "
+        f"redelivered to the new worker; all {AVATARS} finished once ({took:.0f} s)"
+    )
+
+
+def sweep_until_finished(send, ids, *, timeout: float = 120) -> None:
+    """Wait for every avatar to end while celery-beat's sweeper runs every few seconds."""
+    last_sweep = [0.0]
+
+    def finished() -> bool:
+        if not Avatar.objects.filter(pk__in=ids, status__in=["queued", "running"]).exists():
+            return True
+        if time.monotonic() - last_sweep[0] > 3:
+            send(sweep_avatars_task)
+            last_sweep[0] = time.monotonic()
+        return False
+
+    wait_for(finished, timeout=timeout, interval=0.5, message="every avatar finished")
+
+
+SWEEP_SOON = {
+    "AVATAR_SWEEP_GRACE": "1",
+    "CELERY_TASK_TIME_LIMIT": "5",
+    "AVATAR_GENERATION_TIMEOUT": "120",
+}
+
+
+def test_redis_flushed_in_the_middle_of_50_running_avatars_the_sweeper_finishes_them(
+    pipeline, alice, start_worker, send, worker_redis_url, settings
+):
+    # Given 50 running avatars whose next polls wait in Redis
+    settings.AVATAR_GENERATION_TIMEOUT = 120
+    pipeline.configure(latency=3)
+    credit_services.grant_credits(user=alice, amount=50)
+    first = make_avatar(alice)
+    ids = [first.pk] + [make_avatar(alice, session=first.session).pk for _ in range(49)]
+    worker = start_worker(**SWEEP_SOON)
+    for avatar_id in ids:
+        send(submit_avatar_task, str(avatar_id), 0)
+    wait_for(lambda: Prediction.objects.count() == 50, timeout=60, message="all created")
+
+    # When Redis loses everything (and the worker what it held)
+    worker.kill()
+    redis.Redis.from_url(worker_redis_url).flushdb()
+    start_worker(**SWEEP_SOON)
+
+    # Then the sweeper, reading PostgreSQL, drives every one of them to its end
+    sweep_until_finished(send, ids)
+    assert set(Avatar.objects.values_list("status", flat=True)) == {"succeeded"}
+    assert len(pipeline.requests(method="POST", path=CREATE_PATH)) == 50
+    assert find_invariant_problems() == []
+    print("\nredis flush: 50 running avatars lost their messages; the sweeper finished all 50")
+
+
+def test_redis_down_when_the_api_commits_the_sweeper_submits_later(
+    pipeline, alice, alice_client, start_worker, send, settings, monkeypatch
+):
+    # Given the broker refuses every message while a user submits
+    settings.AVATAR_GENERATION_TIMEOUT = 120
+    credit_services.grant_credits(user=alice, amount=1)
+    session_id = upload_session(alice_client)
+
+    def broker_down(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(submit_avatar_task, "apply_async", broker_down)
+    response = alice_client.post("/api/v1/avatars/", {"session": session_id}, format="json")
+    monkeypatch.undo()
+
+    # Then the answer does not lie: accepted and queued, charged once, nothing lost
+    assert response.status_code == 202
+    assert response.json()["status"] == "queued"
+    avatar_id = response.json()["id"]
+
+    # And once the broker is back, the sweeper submits it
+    start_worker(**SWEEP_SOON)
+    sweep_until_finished(send, [avatar_id])
+    assert Avatar.objects.get(pk=avatar_id).status == "succeeded"
+    assert find_invariant_problems() == []
