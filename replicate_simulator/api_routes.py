@@ -50,8 +50,11 @@ def handle_api(sim: Simulator, request: Request) -> Response:
         return _noted(Response.problem(problems.unauthenticated()), route.endpoint)
     scenario = sim.scenarios.take_request(route.endpoint, params.get("id"))
     drop_after = False
+    delay_after = 0.0
     if scenario is not None:
-        if scenario.kind == "delay":
+        if scenario.kind == "delay" and scenario.params.get("after_create"):
+            delay_after = float(scenario.params["seconds"])  # do the work, then answer late
+        elif scenario.kind == "delay":
             time.sleep(float(scenario.params["seconds"]))
         elif scenario.kind == "http_error":
             return _noted(_staged_error(scenario), route.endpoint, scenario)
@@ -68,6 +71,8 @@ def handle_api(sim: Simulator, request: Request) -> Response:
                 route.endpoint,
             )
     response = route.handler(sim, request, params)
+    if delay_after:
+        time.sleep(delay_after)
     if drop_after:
         return _noted(Response(status=0, drop=True, note=response.note), route.endpoint, scenario)
     return _noted(response, route.endpoint, scenario)

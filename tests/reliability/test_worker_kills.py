@@ -163,3 +163,33 @@ def test_redis_down_when_the_api_commits_the_sweeper_submits_later(
     sweep_until_finished(send, [avatar_id])
     assert Avatar.objects.get(pk=avatar_id).status == "succeeded"
     assert find_invariant_problems() == []
+
+
+def test_a_worker_killed_after_replicate_accepted_a_create_leaves_one_prediction_one_charge(
+    pipeline, alice, start_worker, send, settings
+):
+    # Given Replicate makes the prediction but is slow to answer the create
+    settings.AVATAR_GENERATION_TIMEOUT = 120
+    credit_services.grant_credits(user=alice, amount=1)
+    avatar = make_avatar(alice)
+    pipeline.delay(15, on="create", after_create=True)
+    worker = start_worker(**SWEEP_SOON, CELERY_VISIBILITY_TIMEOUT=str(VISIBILITY))
+    send(submit_avatar_task, str(avatar.pk), 0)
+    wait_for(lambda: len(pipeline.predictions()) == 1, timeout=30, message="the create")
+
+    # When the worker dies before it could store the prediction's id
+    worker.kill()
+    avatar.refresh_from_db()
+    assert (avatar.status, avatar.create_sent_at is not None) == ("running", True)
+    assert not avatar.predictions.exists()
+    start_worker(**SWEEP_SOON, CELERY_VISIBILITY_TIMEOUT=str(VISIBILITY))
+
+    # Then the sweeper's step finds the stray prediction instead of paying for another
+    sweep_until_finished(send, [avatar.pk])
+    avatar.refresh_from_db()
+    assert avatar.status == "succeeded", avatar.error_detail
+    [made] = pipeline.predictions()  # one create reached Replicate, and it was the one used
+    assert avatar.predictions.get().prediction_id == made["id"]
+    assert credit_services.get_balance(user=alice) == 0, "charged once"
+    assert find_invariant_problems() == []
+    print("\nkill after create: the stray prediction was found and used; one create, one charge")

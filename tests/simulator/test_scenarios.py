@@ -234,6 +234,16 @@ def test_delay_scenario_slows_a_request(replicate_simulator):
     assert get(replicate_simulator, created["id"])["id"] == created["id"]
 
 
+def test_delay_after_create_makes_the_prediction_then_answers_late(replicate_simulator):
+    replicate_simulator.delay(1.0, on="create", after_create=True)
+
+    with api(replicate_simulator, timeout=0.3) as http, pytest.raises(httpx.ReadTimeout):
+        http.post(f"/v1/models/{MODEL}/predictions", json={"input": model_input()})
+
+    [made] = replicate_simulator.predictions()
+    assert get(replicate_simulator, made["id"])["id"] == made["id"]
+
+
 def test_reset_forgets_everything_and_restores_config(replicate_simulator):
     original = replicate_simulator.config()
     replicate_simulator.configure(latency=42)
