@@ -77,6 +77,22 @@ class WorkerProcess:
 
 RELIABILITY_REDIS_DB = 12
 
+# What the scenarios saw, printed at the end of the run (pytest_terminal_summary).
+FIGURES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if FIGURES:
+        terminalreporter.section("reliability scenarios")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def report():
+    """Record one line of figures for the end-of-run summary."""
+    return FIGURES.append
+
 
 @pytest.fixture
 def worker_queue() -> str:

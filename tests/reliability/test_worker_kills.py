@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections import Counter
 
 import pytest
 import redis
 from kombu.exceptions import OperationalError
 
 from avatars.invariants import find_invariant_problems
-from avatars.models import Avatar, Prediction
+from avatars.models import Avatar, AvatarTransition, Prediction
 from avatars.tasks import submit_avatar_task, sweep_avatars_task
 from credits import services as credit_services
 from replicate_simulator.testing import wait_for
@@ -19,11 +21,12 @@ from tests.avatars.test_recovery import make_avatar
 pytestmark = pytest.mark.django_db(transaction=True)
 
 AVATARS = 100
+RECEIVED_POLL = re.compile(r"poll_avatar_task\[([0-9a-f-]+)\] received")
 VISIBILITY = 8
 
 
 def test_a_worker_killed_holding_100_countdown_polls_finishes_them_all_after_a_restart(
-    pipeline, alice, start_worker, send, settings
+    pipeline, alice, start_worker, send, settings, report
 ):
     # Given 100 running avatars whose polls wait as countdown messages in one worker
     settings.AVATAR_MAX_IN_FLIGHT_PER_USER = AVATARS
@@ -83,8 +86,8 @@ def test_a_worker_killed_holding_100_countdown_polls_finishes_them_all_after_a_r
     assert Prediction.objects.count() == AVATARS
     assert find_invariant_problems() == []
     redelivered = sum("received" in line for line in second.output)
-    print(
-        f"\nworker kill: {held} avatars held in countdown polls, {redelivered} messages "
+    report(
+        f"worker kill: {held} avatars held in countdown polls, {redelivered} messages "
         f"redelivered to the new worker; all {AVATARS} finished once ({took:.0f} s)"
     )
 
@@ -112,7 +115,7 @@ SWEEP_SOON = {
 
 
 def test_redis_flushed_in_the_middle_of_50_running_avatars_the_sweeper_finishes_them(
-    pipeline, alice, start_worker, send, worker_redis_url, settings
+    pipeline, alice, start_worker, send, worker_redis_url, settings, report
 ):
     # Given 50 running avatars whose next polls wait in Redis
     settings.AVATAR_GENERATION_TIMEOUT = 120
@@ -135,7 +138,7 @@ def test_redis_flushed_in_the_middle_of_50_running_avatars_the_sweeper_finishes_
     assert set(Avatar.objects.values_list("status", flat=True)) == {"succeeded"}
     assert len(pipeline.requests(method="POST", path=CREATE_PATH)) == 50
     assert find_invariant_problems() == []
-    print("\nredis flush: 50 running avatars lost their messages; the sweeper finished all 50")
+    report("redis flush: 50 running avatars lost their messages; the sweeper finished all 50")
 
 
 def test_redis_down_when_the_api_commits_the_sweeper_submits_later(
@@ -166,7 +169,7 @@ def test_redis_down_when_the_api_commits_the_sweeper_submits_later(
 
 
 def test_a_worker_killed_after_replicate_accepted_a_create_leaves_one_prediction_one_charge(
-    pipeline, alice, start_worker, send, settings
+    pipeline, alice, start_worker, send, settings, report
 ):
     # Given Replicate makes the prediction but is slow to answer the create
     settings.AVATAR_GENERATION_TIMEOUT = 120
@@ -192,4 +195,51 @@ def test_a_worker_killed_after_replicate_accepted_a_create_leaves_one_prediction
     assert avatar.predictions.get().prediction_id == made["id"]
     assert credit_services.get_balance(user=alice) == 0, "charged once"
     assert find_invariant_problems() == []
-    print("\nkill after create: the stray prediction was found and used; one create, one charge")
+    report("kill after create: the stray prediction was found and used; one create, one charge")
+
+
+def test_a_countdown_longer_than_the_visibility_timeout_is_redelivered_and_finishes_once(
+    pipeline, alice, start_worker, send, settings, report
+):
+    # Given polls that wait longer than Redis waits before handing a message out again
+    settings.AVATAR_GENERATION_TIMEOUT = 120
+    pipeline.configure(latency=6)
+    credit_services.grant_credits(user=alice, amount=5)
+    first = make_avatar(alice)
+    ids = [first.pk] + [make_avatar(alice, session=first.session).pk for _ in range(4)]
+    long_polls = {
+        "AVATAR_POLL_INITIAL_DELAY": "8",
+        "AVATAR_POLL_MAX_DELAY": "8",
+        "CELERY_VISIBILITY_TIMEOUT": "2",
+        "AVATAR_GENERATION_TIMEOUT": "120",
+    }
+    first_worker = start_worker(**long_polls)
+    for avatar_id in ids:
+        send(submit_avatar_task, str(avatar_id), 0)
+    wait_for(lambda: Prediction.objects.count() == 5, timeout=30, message="all created")
+
+    # When a second worker starts once the held polls are older than the visibility timeout
+    wait_for(lambda: first_worker.saw("succeeded"), timeout=30, message="a step done")
+    started = time.monotonic()
+    wait_for(lambda: time.monotonic() - started > 3, timeout=10)
+    second_worker = start_worker(**long_polls)
+
+    # Then it is handed copies of the first worker's polls, and still each avatar ends once
+    wait_for(
+        lambda: not Avatar.objects.filter(pk__in=ids, status="running").exists(),
+        timeout=60,
+        interval=0.5,
+        message="every avatar finished",
+    )
+    receipts = Counter(
+        match.group(1)
+        for line in first_worker.output + second_worker.output
+        if (match := RECEIVED_POLL.search(line))
+    )
+    redelivered = sum(1 for times in receipts.values() if times > 1)
+    assert redelivered >= 1, "a held countdown poll was delivered a second time"
+    assert set(Avatar.objects.values_list("status", flat=True)) == {"succeeded"}
+    assert Prediction.objects.count() == 5
+    assert AvatarTransition.objects.filter(to_status="succeeded").count() == 5
+    assert find_invariant_problems() == []
+    report(f"visibility timeout: {redelivered} polls redelivered; 5 avatars finished once each")
