@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.http import HttpRequest
 
-from avatars import errors, generation
+from avatars import erasure, errors, generation
 from avatars.models import Alert, Avatar, Prediction, SelfieSession
 from credits import services as credit_services
 from credits.admin import CompensationAdmin, NoteForm, ReadOnlyAdmin, ask_then_apply
@@ -130,3 +133,46 @@ class AlertAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["rule", "severity", ("resolved_at", admin.EmptyFieldListFilter)]
     ordering = ["resolved_at", "-last_seen_at"]
+
+
+class ErasureConfirmation(forms.Form):
+    confirm = forms.BooleanField(
+        label="The user asked for this; their selfies and avatar images can not be recovered."
+    )
+
+
+User = get_user_model()
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class UserWithErasureAdmin(UserAdmin):
+    """Django's user admin, plus erasure of a user's photos and avatars on their request."""
+
+    actions = [*UserAdmin.actions, "erase_personal_data"]
+
+    def has_erase_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("auth.change_user")
+
+    @admin.action(
+        description="Erase the selected users' selfies and avatars (on their request)…",
+        permissions=["erase"],
+    )
+    def erase_personal_data(self, request: HttpRequest, queryset):
+        def erase(user, data: dict) -> None:
+            result = erasure.erase_user_data(user=user, actor=request.user)
+            self.message_user(
+                request,
+                f"User {user.pk}: {result.sessions} session(s) erased, "
+                f"{result.generations_canceled} generation(s) canceled and refunded, "
+                f"{result.files_deleted} file(s) deleted.",
+            )
+
+        return ask_then_apply(
+            self,
+            request,
+            queryset,
+            title="Erase selfies and avatars",
+            form_class=ErasureConfirmation,
+            apply=erase,
+        )

@@ -268,3 +268,19 @@ def test_avatar_admin_filters_and_alerts_page_render(alice, admin_client):
     assert len(avatars.context["cl"].result_list) == 1
     assert b"3 queued" in alerts.content
     assert Avatar.objects.count() == 1
+
+
+def test_staff_erase_a_users_selfies_and_avatars_on_request(alice, admin_client, settings):
+    from django.core.files.storage import default_storage
+
+    credit_services.grant_credits(user=alice, amount=2)
+    running = make_avatar(alice, status="running", attempts=1)
+    selfie = running.session.selfie.name
+
+    run_action(admin_client, "/admin/auth/user/", "erase_personal_data", [alice.pk], confirm="on")
+
+    running.refresh_from_db()
+    assert (running.status, running.error_code) == ("canceled", "canceled")
+    assert not default_storage.exists(selfie)
+    assert running.session.__class__.objects.get(pk=running.session_id).selfie_deleted_at
+    assert credit_services.get_balance(user=alice) == 2, "the running one was refunded"
