@@ -15,6 +15,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from avatars import erasure, image_urls, prompts, services
@@ -121,6 +122,8 @@ class SessionUploadInput(serializers.Serializer):
 
 class SessionCreateView(APIView):
     parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "uploads"
 
     @extend_schema(request=SessionUploadInput, responses={201: SessionOutput})
     def post(self, request: Request) -> Response:
@@ -197,6 +200,11 @@ class AvatarCreateInput(serializers.Serializer):
 
 class AvatarListCreateView(APIView):
     parser_classes = [JSONParser, FormParser, MultiPartParser]
+    throttle_scope = "submissions"
+
+    def get_throttles(self):
+        # Only spending is rate-limited; listing is cheap and the page polls it.
+        return [ScopedRateThrottle()] if self.request.method == "POST" else []
 
     @extend_schema(
         request=AvatarCreateInput,

@@ -153,6 +153,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "EXCEPTION_HANDLER": "config.api_errors.handle_api_exception",
+    # Per user (per address for sign-in); counted in the shared cache, so across processes.
+    "DEFAULT_THROTTLE_RATES": {
+        "submissions": _read("THROTTLE_SUBMISSIONS", env.str, "60/min"),
+        "uploads": _read("THROTTLE_UPLOADS", env.str, "30/min"),
+        "auth": _read("THROTTLE_AUTH", env.str, "20/min"),
+    },
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -169,6 +175,14 @@ SPECTACULAR_SETTINGS = {
 
 # --- Redis and Celery ---------------------------------------------------------------------
 REDIS_URL = _read("REDIS_URL", env.str, "redis://127.0.0.1:6379/0")
+# Throttle counters live in Redis, shared by every web process.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": _read("CACHE_URL", env.str, "") or REDIS_URL,
+        "KEY_PREFIX": "avatars-cache",
+    }
+}
 
 # How long a task may run before Celery kills it (seconds).
 CELERY_TASK_TIME_LIMIT = _positive(

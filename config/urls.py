@@ -2,15 +2,14 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import ObtainAuthToken
 
 from avatars import api as avatars_api
 from avatars import metrics, pages, webhooks
-from config import health
+from config import auth, health
 from credits import api as credits_api
 
 api_v1 = [
-    path("auth/token/", ObtainAuthToken.as_view(), name="api-token"),
+    path("auth/token/", auth.TokenView.as_view(), name="api-token"),
     path("credits/", credits_api.CreditsView.as_view(), name="api-credits"),
     path("sessions/", avatars_api.SessionCreateView.as_view(), name="api-sessions"),
     path(

@@ -6,6 +6,7 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -27,6 +28,13 @@ def pytest_sessionstart(session):
 @pytest.fixture(autouse=True)
 def _media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(settings):
+    """Throttle counters per test, in memory: clearing the Redis cache would flush the broker."""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    cache.clear()
 
 
 def _make_user(username: str, **extra):
