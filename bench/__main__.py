@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="pipeline modes to run (webhook, polling); the extra runs are polling runs",
     )
     parser.add_argument("--pool", choices=["threads", "prefork"], default="threads")
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="worker threads (32, as the Procfile)"
+    )
     parser.add_argument(
         "--small-concurrency",
         type=int,
@@ -58,6 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="experiment: give the service CONN_MAX_AGE (through DATABASE_URL) and health checks",
+    )
+    parser.add_argument(
+        "--prefetch-multiplier",
+        type=int,
+        default=None,
+        help="experiment: the worker's CELERY_WORKER_PREFETCH_MULTIPLIER (service: 1)",
+    )
+    parser.add_argument(
+        "--no-acks-late",
+        action="store_true",
+        help="experiment: CELERY_TASK_ACKS_LATE=False in the worker (service: True)",
     )
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn --workers (2)")
     parser.add_argument("--api-clients", type=int, default=32)
@@ -97,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log_dir = args.results / f"logs-{stamp}"
     log_dir.mkdir(parents=True, exist_ok=True)
+    if args.prefetch_multiplier is not None:
+        os.environ["BENCH_PREFETCH_MULTIPLIER"] = str(args.prefetch_multiplier)
+    if args.no_acks_late:
+        os.environ["BENCH_ACKS_LATE"] = "false"
     if args.conn_max_age is not None:
         infra.EXPERIMENT_DB_OPTIONS = f"conn_max_age={args.conn_max_age}&conn_health_checks=true"
     pg = infra.Postgres(args.database_url)

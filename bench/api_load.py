@@ -39,6 +39,8 @@ from bench.pipeline import WorkerSettings, _seed, start_services, warm_up
 from bench.procs import ROOT, Processes, free_port
 
 DB_NAME = "bench_avatars_api"
+# Answers that are the API doing its job: accepted, out of credits, over a limit.
+EXPECTED = {"202", "402", "429"}
 
 
 def _load(
@@ -184,7 +186,12 @@ def run_stage(*, args, pg: Postgres, redis_db: RedisDb, log_dir: Path) -> dict:
             database_url=db_url,
             redis_url=redis_db.url,
             media_root=work / "media",
-            extra={"AVATAR_MAX_IN_FLIGHT_PER_USER": "1000000"},
+            # Credits, not the in-flight limit or the per-user submission throttle (60/min),
+            # must be what runs out on the hot account; both checks still run on every request.
+            extra={
+                "AVATAR_MAX_IN_FLIGHT_PER_USER": "1000000",
+                "THROTTLE_SUBMISSIONS": "1000000/min",
+            },
         )
         users = _seed(env, ["users", "--count", str(users_count), "--credits", str(credits)], work)
         hot = _seed(
@@ -211,7 +218,7 @@ def run_stage(*, args, pg: Postgres, redis_db: RedisDb, log_dir: Path) -> dict:
                 many_jobs,
                 clients,
                 monitor,
-                {"202", "402"},
+                EXPECTED,
             ),
             _phase(
                 f"one hot account, {args.api_hot_credits} credits",
@@ -219,7 +226,7 @@ def run_stage(*, args, pg: Postgres, redis_db: RedisDb, log_dir: Path) -> dict:
                 hot_jobs,
                 clients,
                 monitor,
-                {"202", "402"},
+                EXPECTED,
             ),
         ]
         procs.stop(children["web"])
@@ -229,8 +236,9 @@ def run_stage(*, args, pg: Postgres, redis_db: RedisDb, log_dir: Path) -> dict:
             f"{clients} concurrent clients (threads of the bench process, `http.client`, a new "
             f"connection per request), gunicorn `--workers {settings.web_workers}` (sync), no "
             "Celery worker (messages go to the bench's Redis DB and are flushed), "
-            "AVATAR_MAX_IN_FLIGHT_PER_USER raised so credits are the limit. Errors = anything "
-            "but 202 or 402 (5xx, connection errors)."
+            "AVATAR_MAX_IN_FLIGHT_PER_USER and THROTTLE_SUBMISSIONS raised so credits are the "
+            "limit (both checks still run). Errors = anything but 202, 402 or 429 (5xx, "
+            "connection errors)."
         ),
         "phases": phases,
         "checks": checks,

@@ -20,7 +20,15 @@ import psutil
 
 
 def _rss_peak() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    """This process's own peak RSS (VmHWM). Not `ru_maxrss`: Linux carries that over exec
+    from the forking parent, so a child of a big orchestrator would report the parent's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _explain(queryset, name: str, index: str) -> dict:

@@ -42,6 +42,7 @@ OUR_KEY_PREFIXES = (
     "_kombu.",
     "unacked",
     "avatars:metrics:",
+    "avatars-cache",
 )
 
 
@@ -153,8 +154,10 @@ def service_env(
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "AVATAR_", "REPLICATE_", "CELERY_", "SELFIE_"))
-        and key not in {"DATABASE_URL", "REDIS_URL", "PUBLIC_BASE_URL", "MEDIA_ROOT"}
+        if not key.startswith(
+            ("DJANGO_", "AVATAR_", "REPLICATE_", "CELERY_", "SELFIE_", "THROTTLE_")
+        )
+        and key not in {"DATABASE_URL", "REDIS_URL", "CACHE_URL", "PUBLIC_BASE_URL", "MEDIA_ROOT"}
     }
     env.update(
         {

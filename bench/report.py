@@ -403,6 +403,7 @@ def render(results: dict) -> str:
             if context["args"].get("conn_max_age") is not None
             else "CONN_MAX_AGE as configured (0: a new connection per request and task)"
         )
+        + "".join(f", {text} (experiment)" for text in _experiments(context["args"]))
         + ", LOG_LEVEL INFO, no beat; the simulator runs on the same machine",
         f"- **command**: `python -m bench {_args(context['args'])}`",
         "",
@@ -416,6 +417,15 @@ def render(results: dict) -> str:
         if section:
             lines += [*section, ""]
     return "\n".join(lines)
+
+
+def _experiments(args: dict) -> list[str]:
+    found = []
+    if args.get("prefetch_multiplier") is not None:
+        found.append(f"worker_prefetch_multiplier={args['prefetch_multiplier']}")
+    if args.get("no_acks_late"):
+        found.append("task_acks_late=False")
+    return found
 
 
 def _args(args: dict) -> str:

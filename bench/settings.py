@@ -8,7 +8,16 @@ Celery app, so the baseline runs on exactly the same worker command and settings
 
 from __future__ import annotations
 
+import os
+
 from config.settings import *  # noqa: F403
 from config.settings import INSTALLED_APPS
 
 INSTALLED_APPS = [*INSTALLED_APPS, "bench.apps.BenchConfig"]
+
+# What-ifs for the report only (`python -m bench --prefetch-multiplier N --no-acks-late`);
+# unset, the service's own values stand.
+if os.environ.get("BENCH_PREFETCH_MULTIPLIER"):
+    CELERY_WORKER_PREFETCH_MULTIPLIER = int(os.environ["BENCH_PREFETCH_MULTIPLIER"])
+if os.environ.get("BENCH_ACKS_LATE") == "false":
+    CELERY_TASK_ACKS_LATE = False
