@@ -429,6 +429,17 @@ def _create_prediction(avatar: Avatar) -> None:
     _schedule(avatar.pk, avatar.poll_seq, poll_delay(elapsed=0, webhooks=webhook is not None))
 
 
+def model_input(avatar: Avatar, image: str) -> dict:
+    """What the model is asked for this avatar: its prompt version and style, and the selfie."""
+    return prompts.build_prediction_input(
+        prompt=prompts.build_prompt(avatar.style, avatar.prompt_version),
+        image=image,
+        user_id=avatar.owner_id,
+        openai_api_key=settings.OPENAI_API_KEY,
+        quality=settings.AVATAR_IMAGE_QUALITY,
+    )
+
+
 def _send_create(avatar: Avatar, image: str, webhook: str | None) -> PredictionState | None:
     """Create the prediction, or None when the avatar ended meanwhile (nothing is sent)."""
     # Marked before sending (the first time only, so a lookup covers every earlier try): if we
@@ -441,15 +452,7 @@ def _send_create(avatar: Avatar, image: str, webhook: str | None) -> PredictionS
         return None
     try:
         return replicate_client.create_prediction(
-            model=settings.REPLICATE_MODEL,
-            input=prompts.build_prediction_input(
-                prompt=prompts.build_prompt(avatar.style, avatar.prompt_version),
-                image=image,
-                user_id=avatar.owner_id,
-                openai_api_key=settings.OPENAI_API_KEY,
-                quality=settings.AVATAR_IMAGE_QUALITY,
-            ),
-            webhook=webhook,
+            model=settings.REPLICATE_MODEL, input=model_input(avatar, image), webhook=webhook
         )
     except ReplicateCallError as exc:
         if first_try and not exc.outcome_unknown:

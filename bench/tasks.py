@@ -14,7 +14,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from avatars import prompts, replicate_client, storage
+from avatars import generation, replicate_client, storage
 from avatars.models import Avatar
 
 
@@ -34,13 +34,7 @@ def generate_blocking_task(avatar_id: str) -> None:
     )
     with avatar.session.selfie.open("rb") as selfie:
         image = replicate_client.data_uri(selfie.read(), "image/jpeg")
-    model_input = prompts.build_prediction_input(
-        prompt=prompts.build_prompt(avatar.style, avatar.prompt_version),
-        image=image,
-        user_id=avatar.owner_id,
-        openai_api_key=settings.OPENAI_API_KEY,
-        quality=settings.AVATAR_IMAGE_QUALITY,
-    )
+    model_input = generation.model_input(avatar, image)
     # `user_id` is an opaque id for the provider's abuse tracking; the job's own id lets the
     # benchmark match each prediction to its avatar (replicate.run() does not return the id).
     model_input["user_id"] = str(avatar.pk)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,6 +24,8 @@ import httpx
 import psutil
 import pytest
 from PIL import Image
+
+from replicate_simulator.testing import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SELFIE = ROOT / "tests" / "fixtures" / "selfie-astronaut.jpg"
@@ -50,18 +52,6 @@ SETTINGS_PREFIXES = (
     "REVIEWER_PASSWORD",
     "PORT",
 )
-
-
-def wait_for(predicate: Callable[[], T], *, timeout: float, message: str) -> T:
-    """Poll until `predicate` gives something truthy; fail with `message` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(0.2)
 
 
 def _free_port() -> int:
