@@ -26,6 +26,7 @@ import pytest
 from PIL import Image
 
 from replicate_simulator.testing import wait_for
+from tests.network import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SELFIE = ROOT / "tests" / "fixtures" / "selfie-astronaut.jpg"
@@ -52,14 +53,6 @@ SETTINGS_PREFIXES = (
     "REVIEWER_PASSWORD",
     "PORT",
 )
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class RunOutput:
@@ -110,7 +103,7 @@ def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
 @pytest.fixture
 def make_run(tmp_path, artifacts_dir) -> Iterator[dict]:
     """scripts/run.py in its own process group, on free ports, with its state in tmp_path."""
-    web_port, simulator_port = _free_port(), _free_port()
+    web_port, simulator_port = free_port(), free_port()
     env = {
         name: value for name, value in os.environ.items() if not name.startswith(SETTINGS_PREFIXES)
     }

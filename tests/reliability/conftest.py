@@ -1,4 +1,4 @@
-"""Real Celery worker processes for tests that kill them and flush their Redis.
+"""Real Celery worker and beat processes for tests that kill them and flush their Redis.
 
 They use a Redis database of their own (the in-process test worker never sees their messages,
 and flushing it touches nothing else), write to the test database, and read the same media
@@ -21,36 +21,23 @@ import redis
 from django.conf import settings as django_settings
 from django.db import connection
 
+from avatars.models import Avatar
 from config.celery import app as celery_app
+from credits.models import LedgerEntry
 from replicate_simulator.testing import wait_for
 from tests.conftest import PIPELINE_SETTINGS
+from tests.reliability.tally import TALLY
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class WorkerProcess:
-    """One `celery worker` subprocess in a process group of its own."""
+class CeleryProcess:
+    """One `celery` subprocess (worker or beat) in a process group of its own."""
 
-    def __init__(self, env: dict[str, str], queue: str):
-        self.queue = queue
+    def __init__(self, args: list[str], env: dict[str, str], *, ready: str):
         self.output: list[str] = []
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--pool=threads",
-                "--concurrency=64",
-                f"--queues={queue}",
-                "--without-mingle",
-                "--without-gossip",
-                "--without-heartbeat",
-                "--loglevel=INFO",
-                f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",
-            ],
+            [sys.executable, "-m", "celery", "-A", "config", *args],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -59,7 +46,7 @@ class WorkerProcess:
             start_new_session=True,
         )
         threading.Thread(target=self._read, daemon=True).start()
-        wait_for(lambda: self.saw("ready"), timeout=60, message="the worker to be ready")
+        wait_for(lambda: self.saw(ready), timeout=60, message=f"celery {args[0]} to be ready")
 
     def _read(self) -> None:
         for line in self.process.stdout:
@@ -68,30 +55,62 @@ class WorkerProcess:
     def saw(self, text: str) -> bool:
         return any(text in line for line in list(self.output))
 
+    def count(self, text: str) -> int:
+        return sum(text in line for line in list(self.output))
+
     def kill(self) -> None:
-        """kill -9 the whole worker: no shutdown, no acknowledgements."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=30)
+        """kill -9 the whole process group: no shutdown, no acknowledgements."""
+        if self.stop():
+            TALLY.kills += 1
+
+    def stop(self) -> bool:
+        """SIGKILL the process group if it still runs; True if it did."""
+        if self.process.poll() is not None:
+            return False
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        return True
+
+
+def worker_arguments(queue: str) -> list[str]:
+    return [
+        "worker",
+        "--pool=threads",
+        "--concurrency=64",
+        f"--queues={queue}",
+        "--without-mingle",
+        "--without-gossip",
+        "--without-heartbeat",
+        "--loglevel=INFO",
+        f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",
+    ]
 
 
 RELIABILITY_REDIS_DB = 12
 
-# What the scenarios saw, printed at the end of the run (pytest_terminal_summary).
-FIGURES: list[str] = []
-
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    if FIGURES:
+    if TALLY.scenarios:
         terminalreporter.section("reliability scenarios")
-        for line in FIGURES:
+        for line in TALLY.figures:
             terminalreporter.write_line(line)
+        terminalreporter.write_line(f"totals: {TALLY.totals()}")
+
+
+@pytest.fixture(autouse=True)
+def _count_scenario(request, _django_db_helper):
+    """Count each scenario, and the generations and refunds it made, before its data is gone."""
+    yield
+    TALLY.scenarios += 1
+    if request.node.get_closest_marker("django_db"):
+        TALLY.generations += Avatar.objects.filter(status__in=Avatar.TERMINAL_STATUSES).count()
+        TALLY.refunds += LedgerEntry.objects.filter(kind="refund").count()
 
 
 @pytest.fixture
 def report():
     """Record one line of figures for the end-of-run summary."""
-    return FIGURES.append
+    return TALLY.figures.append
 
 
 @pytest.fixture
@@ -148,16 +167,36 @@ def worker_env(pipeline, settings, worker_queue, worker_redis_url) -> dict[str, 
 
 
 @pytest.fixture
-def start_worker(worker_env, worker_queue, worker_redis_url) -> Iterator:
-    """Start worker processes (with extra env); every one is killed at the end of the test."""
-    started: list[WorkerProcess] = []
+def start_celery(worker_env, worker_redis_url) -> Iterator:
+    """Start celery processes (with extra env); every one is stopped at the end of the test."""
+    started: list[CeleryProcess] = []
 
-    def start(**extra: str) -> WorkerProcess:
-        worker = WorkerProcess({**worker_env, **extra}, worker_queue)
-        started.append(worker)
-        return worker
+    def start(args: list[str], *, ready: str, **extra: str) -> CeleryProcess:
+        process = CeleryProcess(args, {**worker_env, **extra}, ready=ready)
+        started.append(process)
+        return process
 
     yield start
-    for worker in started:
-        worker.kill()
+    for process in started:
+        process.stop()
     redis.Redis.from_url(worker_redis_url).flushdb()
+
+
+@pytest.fixture
+def start_worker(start_celery, worker_queue):
+    """Start a worker process on this test's queue (extra settings as environment variables)."""
+
+    def start(**extra: str) -> CeleryProcess:
+        return start_celery(worker_arguments(worker_queue), ready="ready", **extra)
+
+    return start
+
+
+@pytest.fixture
+def start_beat(start_celery):
+    """Start a celery-beat process with the production scheduler (django-celery-beat)."""
+
+    def start(**extra: str) -> CeleryProcess:
+        return start_celery(["beat", "--loglevel=INFO"], ready="beat: Starting", **extra)
+
+    return start

@@ -9,6 +9,7 @@ from django.db import InterfaceError, OperationalError, connection
 
 from credits import services as credit_services
 from credits.models import Compensation, LedgerEntry
+from tests.reliability.tally import assert_invariants
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -59,3 +60,4 @@ def test_a_connection_dropped_inside_a_refund_refunds_once_after_a_retry(alice, 
     assert LedgerEntry.objects.filter(kind="refund").count() == 1
     assert credit_services.get_balance(user=alice) == 1
     call_command("check_ledger")
+    assert_invariants()

@@ -7,6 +7,7 @@ import pytest
 from avatars.models import Avatar, SelfieSession
 from credits import services as credit_services
 from tests.avatars.test_recovery import make_avatar
+from tests.reliability.tally import assert_invariants
 
 
 @pytest.fixture
@@ -37,6 +38,7 @@ def test_user_b_gets_404_on_user_as_objects_and_changes_nothing(
     assert response.json()["error"]["code"] == "not_found"
     assert Avatar.objects.get(pk=avatar_id).status == "running"
     assert SelfieSession.objects.get(pk=session_id).selfie_deleted_at is None
+    assert_invariants()
 
 
 def test_user_b_can_not_submit_on_or_list_user_as_session(alices_objects, bob, bob_client):
@@ -49,3 +51,4 @@ def test_user_b_can_not_submit_on_or_list_user_as_session(alices_objects, bob, b
     assert submitted.status_code == 404
     assert listed.json()["results"] == []
     assert credit_services.get_balance(user=bob) == 1
+    assert_invariants()

@@ -6,7 +6,6 @@ import pytest
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
-from avatars.invariants import find_invariant_problems
 from avatars.models import Avatar
 from credits import services as credit_services
 from credits.models import Compensation, LedgerEntry
@@ -14,6 +13,7 @@ from tests.avatars.selfie_corpus import fixture_bytes
 from tests.avatars.test_recovery import make_avatar, wait_until_all_finished
 from tests.avatars.test_sessions_api import CorpusFile, _upload
 from tests.concurrency import run_concurrently
+from tests.reliability.tally import assert_invariants
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,7 +52,7 @@ def test_fifty_concurrent_submissions_with_ten_credits_accept_exactly_ten(alice,
     assert Avatar.objects.count() == 10
     assert LedgerEntry.objects.filter(kind="spend").count() == 10
     wait_until_all_finished(Avatar.objects.values_list("pk", flat=True))
-    assert find_invariant_problems() == []
+    assert_invariants()
 
 
 def test_one_idempotency_key_twenty_times_at_once_makes_one_avatar_and_one_charge(
@@ -72,6 +72,7 @@ def test_one_idempotency_key_twenty_times_at_once_makes_one_avatar_and_one_charg
     assert conflict.json()["error"]["code"] == "idempotency_conflict"
     assert Avatar.objects.count() == 1
     assert credit_services.get_balance(user=alice) == 9
+    assert_invariants()
 
 
 def test_a_reviewer_approving_while_the_worker_refunds_refunds_once(alice, settings):
@@ -97,3 +98,4 @@ def test_a_reviewer_approving_while_the_worker_refunds_refunds_once(alice, setti
     assert Compensation.objects.get().status == "refunded"
     assert LedgerEntry.objects.filter(kind="refund").count() == 1
     assert credit_services.get_balance(user=alice) == 1
+    assert_invariants()

@@ -1,0 +1,156 @@
+"""Soak: 300 generations while the worker is killed every few seconds and Redis restarts once."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from avatars.models import Avatar, Prediction
+from avatars.tasks import submit_avatar_task
+from credits import services as credit_services
+from credits.models import LedgerEntry
+from replicate_simulator.testing import wait_for
+from tests.avatars.test_pipeline import CREATE_PATH
+from tests.avatars.test_recovery import make_avatar
+from tests.network import free_port
+from tests.reliability.tally import assert_invariants, record_redeliveries
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+GENERATIONS = 300
+REFUSED = 30  # the simulator's content filter refuses these: failed, and refunded
+KILL_EVERY = 3.0  # seconds a worker runs before kill -9
+RESTART_REDIS_AFTER_KILLS = 4
+SOAK_SETTINGS = {
+    "AVATAR_POLL_INITIAL_DELAY": "0.5",
+    "AVATAR_POLL_MAX_DELAY": "1",
+    "AVATAR_GENERATION_TIMEOUT": "600",
+    "AVATAR_SWEEP_INTERVAL": "2",
+    "AVATAR_SWEEP_GRACE": "1",
+    "CELERY_TASK_TIME_LIMIT": "5",
+    "CELERY_VISIBILITY_TIMEOUT": "4",
+    "CREDITS_AUTO_REFUND_DAILY_LIMIT": str(REFUSED),
+}
+
+
+class RedisServer:
+    """A redis-server of this test's own, so it can be killed and started again."""
+
+    def __init__(self, directory: Path):
+        self.port = free_port()
+        self.directory = directory
+        self.directory.mkdir()
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        # Append-only with fsync on every write, like a production Redis that keeps its queue.
+        self.process = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
+            + ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, timeout=30, interval=0.1, message="redis-server to answer")
+
+    def _answers(self) -> bool:
+        try:
+            return redis.Redis(port=self.port).ping()
+        except redis.ConnectionError:
+            return False
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def worker_redis_url(private_redis) -> str:
+    """The worker processes, beat and `send` use the private Redis (overrides conftest's)."""
+    return private_redis.url
+
+
+def holds_within(condition: Callable[[], bool], seconds: float) -> bool:
+    """Poll `condition` for up to `seconds`; whether it came true."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+def test_soak_300_generations_with_the_worker_killed_every_few_seconds_and_redis_restarted(
+    pipeline, alice, private_redis, start_worker, start_beat, send, settings, report
+):
+    # Given 300 paid generations, 30 of which the content filter will refuse
+    settings.AVATAR_MAX_IN_FLIGHT_PER_USER = GENERATIONS
+    settings.AVATAR_GENERATION_TIMEOUT = 600
+    settings.CREDITS_AUTO_REFUND_DAILY_LIMIT = REFUSED
+    pipeline.configure(latency=1)
+    pipeline.content_policy(count=REFUSED)
+    credit_services.grant_credits(user=alice, amount=GENERATIONS)
+    first = make_avatar(alice)
+    ids = [first.pk] + [
+        make_avatar(alice, session=first.session).pk for _ in range(GENERATIONS - 1)
+    ]
+    workers = [start_worker(**SOAK_SETTINGS)]
+    start_beat(**SOAK_SETTINGS)
+    started = time.monotonic()
+    for avatar_id in ids:
+        send(submit_avatar_task, str(avatar_id), 0)
+
+    # When the worker is killed every few seconds, and Redis once, until all have ended
+    def all_ended() -> bool:
+        return not Avatar.objects.filter(pk__in=ids, status__in=["queued", "running"]).exists()
+
+    kills = 0
+    while not holds_within(all_ended, KILL_EVERY):
+        assert time.monotonic() - started < 300, Counter(
+            Avatar.objects.values_list("status", flat=True)
+        )
+        workers[-1].kill()
+        kills += 1
+        if kills == RESTART_REDIS_AFTER_KILLS:
+            private_redis.restart()
+        workers.append(start_worker(**SOAK_SETTINGS))
+    took = time.monotonic() - started
+
+    # Then every one ended once: succeeded, or refused and refunded exactly once
+    outcomes = Counter(Avatar.objects.values_list("status", "error_code"))
+    assert outcomes == {
+        ("succeeded", ""): GENERATIONS - REFUSED,
+        ("failed", "content_policy"): REFUSED,
+    }, outcomes
+    assert LedgerEntry.objects.filter(kind="refund").count() == REFUSED
+    assert credit_services.get_balance(user=alice) == REFUSED
+    creates = len(pipeline.requests(method="POST", path=CREATE_PATH))
+    assert Prediction.objects.count() == GENERATIONS, "one prediction per generation"
+    assert kills >= 5
+    assert_invariants()
+    redelivered = record_redeliveries(worker.output for worker in workers)
+    report(
+        f"soak: {GENERATIONS} generations ({GENERATIONS - REFUSED} succeeded, {REFUSED} refused "
+        f"and refunded) in {took:.0f} s; {kills} worker kills, 1 Redis restart, "
+        f"{redelivered} redeliveries; {creates} creates for {GENERATIONS} predictions used"
+    )
