@@ -1,0 +1,66 @@
+"""Bursts past the throttles, counted in the real Redis every web process shares."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from rest_framework.throttling import ScopedRateThrottle
+
+from credits import services as credit_services
+from tests.avatars.test_avatars_api import post_avatar, upload_session
+from tests.reliability.tally import assert_invariants
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def redis_cache(settings) -> Iterator[str]:
+    """The production cache backend, under a key prefix of this test's own."""
+    prefix = f"test-throttles-{uuid.uuid4().hex}"
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": settings.REDIS_URL,
+            "KEY_PREFIX": prefix,
+        }
+    }
+    yield prefix
+    counters = redis.Redis.from_url(settings.REDIS_URL)
+    for key in counters.scan_iter(f"{prefix}*"):
+        counters.delete(key)
+
+
+def test_bursts_past_the_throttles_get_429_throttled(
+    redis_cache, alice, alice_client, anonymous_client, settings, monkeypatch, report
+):
+    credit_services.grant_credits(user=alice, amount=10)
+    session_id = upload_session(alice_client)
+    settings.AVATAR_MAX_IN_FLIGHT_PER_USER = 50
+    monkeypatch.setattr(
+        ScopedRateThrottle,
+        "THROTTLE_RATES",
+        {"submissions": "3/min", "uploads": "3/min", "auth": "2/min"},  # one upload made above
+    )
+
+    submissions = [post_avatar(alice_client, session_id).status_code for _ in range(4)]
+    uploads = [
+        alice_client.post("/api/v1/sessions/", {}, format="multipart").status_code for _ in range(3)
+    ]
+    sign_ins = [
+        anonymous_client.post("/api/v1/auth/token/", {"username": "x", "password": "y"})
+        for _ in range(3)
+    ]
+
+    assert submissions == [202, 202, 202, 429]
+    assert uploads == [400, 400, 429]
+    assert [r.status_code for r in sign_ins] == [400, 400, 429]
+    assert sign_ins[-1].json()["error"]["code"] == "throttled"
+    assert int(sign_ins[-1]["Retry-After"]) > 0
+    assert credit_services.get_balance(user=alice) == 7, "a throttled submission costs nothing"
+    assert alice_client.get("/api/v1/avatars/").status_code == 200, "reading is not throttled"
+    assert redis.Redis.from_url(settings.REDIS_URL).keys(f"{redis_cache}*"), "counted in Redis"
+    assert_invariants()
+    report("throttles: 4 submissions, 3 uploads, 3 sign-ins in a burst; the last of each got 429")
