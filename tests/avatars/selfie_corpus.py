@@ -4,7 +4,8 @@ Every generator returns a ``CorpusFile(filename, data, expected_reason)``; ``exp
 is the ``InvalidSelfie.reason`` the upload must be refused with, or None for files that must
 be accepted. File names are deliberately misleading where that is the point (validation looks
 at content only). ``BAD_FILES`` and ``GOOD_FILES`` are lists of the generators, ready for
-``pytest.mark.parametrize("make", BAD_FILES, ids=corpus_id)``.
+``pytest.mark.parametrize("make", BAD_FILES, ids=corpus_id)``. ``BOMB_FILES`` are
+decompression bombs in several formats (PNG's is in both lists).
 """
 
 from __future__ import annotations
@@ -65,29 +66,170 @@ def crafted_png(width: int, height: int) -> bytes:
     megapixels cost about 50 KB and a fraction of a second, without ever holding the image.
     """
     row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
-    compressor = zlib.compressobj(9)
-    rows_per_block = max(1, (1 << 20) // len(row))
-    parts = []
-    remaining = height
-    while remaining:
-        block = min(rows_per_block, remaining)
-        parts.append(compressor.compress(row * block))
-        remaining -= block
-    parts.append(compressor.flush())
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"".join(
         [
             b"\x89PNG\r\n\x1a\n",
             _png_chunk(b"IHDR", ihdr),
-            _png_chunk(b"IDAT", b"".join(parts)),
+            _png_chunk(b"IDAT", _deflate_repeated(row, height)),
             _png_chunk(b"IEND", b""),
         ]
     )
 
 
+def _deflate_repeated(row: bytes, count: int) -> bytes:
+    """zlib stream of ``row`` repeated ``count`` times, compressed a block at a time."""
+    compressor = zlib.compressobj(9)
+    rows_per_block = max(1, (1 << 20) // len(row))
+    parts = []
+    remaining = count
+    while remaining:
+        block = min(rows_per_block, remaining)
+        parts.append(compressor.compress(row * block))
+        remaining -= block
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
 def _png_chunk(chunk_type: bytes, payload: bytes) -> bytes:
     crc = zlib.crc32(chunk_type + payload)
     return struct.pack(">I", len(payload)) + chunk_type + payload + struct.pack(">I", crc)
+
+
+def crafted_webp(width: int, height: int) -> bytes:
+    """A valid lossless WebP (VP8L) of any size up to 16383x16383, every pixel black.
+
+    All five prefix codes are "simple" codes with a single symbol, so each pixel takes zero
+    bits: the whole file is 30 bytes whatever its size, and decoding it fills the full canvas.
+    """
+    bits, count = 0, 0
+
+    def put(value: int, width_in_bits: int) -> None:
+        nonlocal bits, count
+        bits |= value << count
+        count += width_in_bits
+
+    put(width - 1, 14)
+    put(height - 1, 14)
+    put(0, 1)  # alpha_is_used
+    put(0, 3)  # version
+    put(0, 1)  # no transform
+    put(0, 1)  # no colour cache
+    put(0, 1)  # no meta prefix codes
+    for symbol in (0, 0, 0, 255, 0):  # green, red, blue, alpha, distance
+        put(1, 1)  # simple code...
+        put(0, 1)  # ...of one symbol
+        if symbol < 2:
+            put(0, 1)
+            put(symbol, 1)
+        else:
+            put(1, 1)
+            put(symbol, 8)
+    payload = b"\x2f" + bits.to_bytes((count + 7) // 8, "little")
+    chunk = b"VP8L" + struct.pack("<I", len(payload)) + payload + b"\x00" * (len(payload) % 2)
+    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
+
+
+def jpeg_claiming_size(width: int, height: int) -> bytes:
+    """The fixture photo with its SOF0 header rewritten to claim ``width`` x ``height``."""
+    data = bytearray(fixture_bytes())
+    sof = data.index(b"\xff\xc0")  # baseline SOF0: FFC0, length, precision, height, width
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def crafted_gif(width: int, height: int) -> bytes:
+    """A valid GIF of any size up to 65535x65535 whose pixels are all black.
+
+    The LZW codes for a run of one colour stand for ever longer runs (1, 2, 3, ... pixels up
+    to a full table, then a clear code), so 400 megapixels take about 270 KB.
+    """
+    data = _lzw_zeros(width * height)
+    blocks = b"".join(
+        bytes([len(data[at : at + 255])]) + data[at : at + 255] for at in range(0, len(data), 255)
+    )
+    screen = struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    descriptor = b"\x2c" + struct.pack("<HHHHB", 0, 0, width, height, 0)
+    return b"GIF89a" + screen + descriptor + b"\x02" + blocks + b"\x00\x3b"
+
+
+def _lzw_zeros(pixels: int) -> bytes:
+    """GIF LZW (minimum code size 2) for ``pixels`` zeros, codes packed LSB first."""
+    clear, end, first_free, longest_run = 4, 5, 6, 4090  # so no code exceeds 4095
+    out = bytearray()
+    bits = count = 0
+    width = 3
+
+    def put(code: int) -> None:
+        nonlocal bits, count
+        bits |= code << count
+        count += width
+        while count >= 8:
+            out.append(bits & 0xFF)
+            bits >>= 8
+            count -= 8
+
+    remaining = pixels
+    while remaining:
+        put(clear)
+        width, decoder_next = 3, first_free
+        for run in range(1, longest_run + 1):
+            if not remaining:
+                break
+            length = min(run, remaining)
+            # Run 1 is the root code 0; run n was added as code first_free + n - 2.
+            put(0 if length == 1 else first_free + length - 2)
+            remaining -= length
+            if run > 1:  # the decoder adds an entry for every code but the first after clear
+                decoder_next += 1
+                if decoder_next == 1 << width and width < 12:
+                    width += 1
+    put(end)
+    if count:
+        out.append(bits & 0xFF)
+    return bytes(out)
+
+
+def crafted_tiff(width: int, height: int) -> bytes:
+    """A valid 1-bit, deflate-compressed TIFF of any size, one strip of black rows (small)."""
+    strip = _deflate_repeated(b"\x00" * ((width + 7) // 8), height)
+    short, long_ = 3, 4
+    entries = [
+        (256, long_, width),  # ImageWidth
+        (257, long_, height),  # ImageLength
+        (258, short, 1),  # BitsPerSample
+        (259, short, 8),  # Compression: deflate
+        (262, short, 1),  # PhotometricInterpretation: black is zero
+        (273, long_, 0),  # StripOffsets, filled in below
+        (277, short, 1),  # SamplesPerPixel
+        (278, long_, height),  # RowsPerStrip
+        (279, long_, len(strip)),  # StripByteCounts
+    ]
+    ifd_at = 8
+    strip_at = ifd_at + 2 + 12 * len(entries) + 4
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, value in entries:
+        value = strip_at if tag == 273 else value
+        packed = (
+            struct.pack("<H", value) + b"\x00\x00" if kind == short else struct.pack("<I", value)
+        )
+        ifd += struct.pack("<HHI", tag, kind, 1) + packed
+    ifd += struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", ifd_at) + ifd + strip
+
+
+def crafted_bmp(width: int, height: int) -> bytes:
+    """A valid 8-bit RLE BMP of any size, all black: 4 bytes of pixel data per row.
+
+    Each row is one black pixel and an end-of-line code, which leaves the rest of the row
+    background; 20000 rows of any width take 80 KB.
+    """
+    palette = b"\x00\x00\x00\x00" + b"\x00\x00\xff\x00"  # black, red: a "P" image
+    rle = b"\x01\x00\x00\x00" * height + b"\x00\x01"  # (1 x colour 0, end of line)..., end
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(rle), 2835, 2835, 2, 0)
+    file_header = b"BM" + struct.pack("<IHHI", offset + len(rle), 0, 0, offset)
+    return file_header + info + palette + rle
 
 
 def exif_with_gps_and_thumbnail(orientation: int, thumbnail: bytes) -> bytes:
@@ -296,6 +438,51 @@ BAD_FILES: list[Callable[[], CorpusFile]] = [
     jpeg_followed_by_zip,
     exif_jpeg_followed_by_html,
     webp_followed_by_html,
+]
+
+
+# --- Decompression bombs -------------------------------------------------------------------
+# Small files that decode to hundreds of megapixels. All must be refused from their headers,
+# before any pixel is decoded: JPEG, PNG and WebP by their size, the formats we do not accept
+# by their signature alone (they are never parsed at all).
+
+
+def jpeg_bomb() -> CorpusFile:
+    """A 512x512 photo whose header claims 65500x65500 (4.3 gigapixels)."""
+    return CorpusFile("selfie.jpg", jpeg_claiming_size(65_500, 65_500), "too_many_pixels")
+
+
+def webp_bomb() -> CorpusFile:
+    """30 bytes of lossless WebP that decode to 16383x16383 (268 megapixels, 800 MB RGB)."""
+    return CorpusFile("selfie.webp", crafted_webp(16_383, 16_383), "too_many_pixels")
+
+
+def webp_bomb_below_pillows_limit() -> CorpusFile:
+    """81 megapixels: only our own limit (40 MP) stops it, Pillow's guard (89 MP) would not."""
+    return CorpusFile("selfie.webp", crafted_webp(9_000, 9_000), "too_many_pixels")
+
+
+def gif_bomb() -> CorpusFile:
+    return CorpusFile("selfie.gif", crafted_gif(BOMB_SIDE, BOMB_SIDE), "unsupported_type")
+
+
+def tiff_bomb() -> CorpusFile:
+    return CorpusFile("selfie.tiff", crafted_tiff(BOMB_SIDE, BOMB_SIDE), "unsupported_type")
+
+
+def bmp_bomb() -> CorpusFile:
+    """Named .png: the name must not matter either."""
+    return CorpusFile("selfie.png", crafted_bmp(BOMB_SIDE, BOMB_SIDE), "unsupported_type")
+
+
+BOMB_FILES: list[Callable[[], CorpusFile]] = [
+    png_bomb,
+    jpeg_bomb,
+    webp_bomb,
+    webp_bomb_below_pillows_limit,
+    gif_bomb,
+    tiff_bomb,
+    bmp_bomb,
 ]
 
 

@@ -26,6 +26,7 @@ from config.celery import app as celery_app
 from credits.models import LedgerEntry
 from replicate_simulator.testing import wait_for
 from tests.conftest import PIPELINE_SETTINGS
+from tests.network import free_port
 from tests.reliability.tally import TALLY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,6 +87,44 @@ def worker_arguments(queue: str) -> list[str]:
     ]
 
 
+class RedisServer:
+    """A redis-server of this test's own, so it can be killed and started again."""
+
+    def __init__(self, directory: Path):
+        self.port = free_port()
+        self.directory = directory
+        self.directory.mkdir()
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        # Append-only with fsync on every write, like a production Redis that keeps its queue.
+        self.process = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
+            + ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, timeout=30, interval=0.1, message="redis-server to answer")
+
+    def _answers(self) -> bool:
+        try:
+            return redis.Redis(port=self.port).ping()
+        except redis.ConnectionError:
+            return False
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
 RELIABILITY_REDIS_DB = 12
 
 
@@ -119,7 +158,17 @@ def worker_queue() -> str:
 
 
 @pytest.fixture
-def worker_redis_url() -> str:
+def private_redis(tmp_path) -> Iterator[RedisServer]:
+    """A Redis of the test's own; the worker processes, beat and `send` then use it."""
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def worker_redis_url(request) -> str:
+    if "private_redis" in request.fixturenames:
+        return request.getfixturevalue("private_redis").url
     base = django_settings.REDIS_URL.rsplit("/", 1)[0]
     return f"{base}/{RELIABILITY_REDIS_DB}"
 
@@ -179,7 +228,10 @@ def start_celery(worker_env, worker_redis_url) -> Iterator:
     yield start
     for process in started:
         process.stop()
-    redis.Redis.from_url(worker_redis_url).flushdb()
+    try:
+        redis.Redis.from_url(worker_redis_url).flushdb()
+    except redis.ConnectionError:
+        pass  # a Redis the test left stopped holds nothing for the next one
 
 
 @pytest.fixture

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
-import redis
 
 from avatars.models import Avatar, Prediction
 from avatars.tasks import submit_avatar_task
 from credits import services as credit_services
 from credits.models import LedgerEntry
-from replicate_simulator.testing import wait_for
 from tests.avatars.test_pipeline import CREATE_PATH
 from tests.avatars.test_recovery import make_avatar
-from tests.network import free_port
 from tests.reliability.tally import assert_invariants, record_redeliveries
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,57 +32,6 @@ SOAK_SETTINGS = {
     "CELERY_VISIBILITY_TIMEOUT": "4",
     "CREDITS_AUTO_REFUND_DAILY_LIMIT": str(REFUSED),
 }
-
-
-class RedisServer:
-    """A redis-server of this test's own, so it can be killed and started again."""
-
-    def __init__(self, directory: Path):
-        self.port = free_port()
-        self.directory = directory
-        self.directory.mkdir()
-        self.process: subprocess.Popen | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        # Append-only with fsync on every write, like a production Redis that keeps its queue.
-        self.process = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
-            + ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_for(self._answers, timeout=30, interval=0.1, message="redis-server to answer")
-
-    def _answers(self) -> bool:
-        try:
-            return redis.Redis(port=self.port).ping()
-        except redis.ConnectionError:
-            return False
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=30)
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-
-@pytest.fixture
-def private_redis(tmp_path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    yield server
-    server.kill()
-
-
-@pytest.fixture
-def worker_redis_url(private_redis) -> str:
-    """The worker processes, beat and `send` use the private Redis (overrides conftest's)."""
-    return private_redis.url
 
 
 def holds_within(condition: Callable[[], bool], seconds: float) -> bool:

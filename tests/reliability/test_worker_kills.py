@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import redis
-from kombu.exceptions import OperationalError
 
 from avatars.models import Avatar, AvatarTransition, Prediction
 from avatars.tasks import submit_avatar_task, sweep_avatars_task
+from config.celery import app as celery_app
 from credits import services as credit_services
 from replicate_simulator.testing import wait_for
 from tests.avatars.test_pipeline import CREATE_PATH, upload_session
@@ -139,31 +142,50 @@ def test_redis_flushed_in_the_middle_of_50_running_avatars_the_sweeper_finishes_
     report("redis flush: 50 running avatars lost their messages; the sweeper finished all 50")
 
 
+@contextmanager
+def web_broker_at(url: str) -> Iterator[None]:
+    """This (the web) process's Celery app publishes to `url` for a while."""
+
+    def forget_connections() -> None:
+        celery_app._pool = None
+        celery_app.amqp._producer_pool = None
+
+    # Celery reads this variable before its settings; workers started later do not inherit it.
+    os.environ["CELERY_BROKER_WRITE_URL"] = url
+    forget_connections()
+    try:
+        yield
+    finally:
+        del os.environ["CELERY_BROKER_WRITE_URL"]
+        forget_connections()
+
+
 def test_redis_down_when_the_api_commits_the_sweeper_submits_later(
-    pipeline, alice, alice_client, start_worker, send, settings, monkeypatch
+    pipeline, alice, alice_client, private_redis, start_worker, send, settings, report, caplog
 ):
-    # Given the broker refuses every message while a user submits
+    # Given Redis is down while a user submits
     settings.AVATAR_GENERATION_TIMEOUT = 120
     credit_services.grant_credits(user=alice, amount=1)
     session_id = upload_session(alice_client)
-
-    def broker_down(*args, **kwargs):
-        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-
-    monkeypatch.setattr(submit_avatar_task, "apply_async", broker_down)
-    response = alice_client.post("/api/v1/avatars/", {"session": session_id}, format="json")
-    monkeypatch.undo()
+    private_redis.kill()
+    with web_broker_at(private_redis.url):
+        response = alice_client.post("/api/v1/avatars/", {"session": session_id}, format="json")
 
     # Then the answer does not lie: accepted and queued, charged once, nothing lost
     assert response.status_code == 202
     assert response.json()["status"] == "queued"
     avatar_id = response.json()["id"]
+    assert credit_services.get_balance(user=alice) == 0
+    assert "could not enqueue submit_avatar_task" in caplog.text, "the publish really failed"
 
-    # And once the broker is back, the sweeper submits it
+    # And once Redis is back, the sweeper submits it
+    private_redis.start()
     start_worker(**SWEEP_SOON)
     sweep_until_finished(send, [avatar_id])
     assert Avatar.objects.get(pk=avatar_id).status == "succeeded"
+    assert len(pipeline.requests(method="POST", path=CREATE_PATH)) == 1
     assert_invariants()
+    report("redis down at commit: 202 queued and charged once; the sweeper submitted it later")
 
 
 def test_a_worker_killed_after_replicate_accepted_a_create_leaves_one_prediction_one_charge(
