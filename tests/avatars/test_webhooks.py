@@ -1,6 +1,7 @@
 """Replicate's webhooks: signed, de-duplicated, applied like polls, racing polls safely.
 
-Forged, tampered, stale and replayed deliveries: tests/reliability/test_bad_input.py.
+Forged, tampered, stale and replayed deliveries: tests/reliability/test_bad_input.py; the
+same delivery at once and deliveries racing a poll: tests/reliability/test_races.py.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ import pytest
 from django.test import Client
 from django.utils.dateparse import parse_datetime
 
-from avatars import generation
 from avatars.models import Avatar, WebhookDelivery
 from credits import services as credit_services
 from replicate_simulator.signing import sign
 from replicate_simulator.testing import wait_for
 from tests.avatars.test_pipeline import creates, ledger_for, submit, wait_until_finished
-from tests.concurrency import run_concurrently
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -126,43 +125,6 @@ def _finished_prediction(pipeline, alice_client, settings) -> tuple[str, dict]:
         return body if body["status"] == "failed" else None
 
     return avatar["id"], wait_for(failed_prediction_json, timeout=10)
-
-
-def test_the_same_webhook_three_times_at_once_refunds_once(
-    pipeline, funded_alice, alice_client, settings
-):
-    avatar_id, payload = _finished_prediction(pipeline, alice_client, settings)
-    headers = signed_headers(pipeline.webhook_secret, json.dumps(payload).encode())
-
-    responses = run_concurrently(lambda i: post_webhook(avatar_id, payload, headers), 3)
-
-    assert sorted(r.status_code for r in responses) == [200, 200, 200]
-    assert sorted(r.json()["status"] for r in responses).count("ok") == 1
-    avatar = Avatar.objects.get(pk=avatar_id)
-    assert (avatar.status, avatar.error_code) == ("failed", "content_policy")
-    assert ledger_for(avatar_id) == [("spend", -1), ("refund", 1)]
-
-
-def test_distinct_webhooks_racing_a_poll_make_one_transition(
-    pipeline, funded_alice, alice_client, settings
-):
-    avatar_id, payload = _finished_prediction(pipeline, alice_client, settings)
-    seq = Avatar.objects.get(pk=avatar_id).poll_seq
-
-    def deliver_or_poll(i: int):
-        if i == 0:
-            return generation.advance_generation(avatar_id, seq)  # the poll, in this thread
-        body = json.dumps(payload).encode()
-        return post_webhook(avatar_id, payload, signed_headers(pipeline.webhook_secret, body))
-
-    poll, *webhooks = run_concurrently(deliver_or_poll, 4)
-
-    assert poll is None, poll
-    assert [r.status_code for r in webhooks] == [200, 200, 200]
-    avatar = Avatar.objects.get(pk=avatar_id)
-    assert (avatar.status, avatar.error_code) == ("failed", "content_policy")
-    assert ledger_for(avatar_id) == [("spend", -1), ("refund", 1)]
-    assert avatar.predictions.get().status == "failed"
 
 
 def test_a_webhook_for_another_prediction_of_the_avatar_is_ignored(

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
-from avatars.models import Avatar
+from avatars import generation
+from avatars.models import Avatar, AvatarTransition
 from credits import services as credit_services
 from credits.models import Compensation, LedgerEntry
 from tests.avatars.selfie_corpus import fixture_bytes
+from tests.avatars.test_pipeline import ledger_for
 from tests.avatars.test_recovery import make_avatar, wait_until_all_finished
 from tests.avatars.test_sessions_api import CorpusFile, _upload
+from tests.avatars.test_webhooks import _finished_prediction, post_webhook, signed_headers
 from tests.concurrency import run_concurrently
 from tests.reliability.tally import assert_invariants
 
@@ -99,3 +104,48 @@ def test_a_reviewer_approving_while_the_worker_refunds_refunds_once(alice, setti
     assert LedgerEntry.objects.filter(kind="refund").count() == 1
     assert credit_services.get_balance(user=alice) == 1
     assert_invariants()
+
+
+def test_the_same_webhook_three_times_at_once_makes_one_transition_and_one_refund(
+    pipeline, alice, alice_client, settings, report
+):
+    credit_services.grant_credits(user=alice, amount=1)
+    avatar_id, payload = _finished_prediction(pipeline, alice_client, settings)
+    headers = signed_headers(pipeline.webhook_secret, json.dumps(payload).encode())
+
+    responses = run_concurrently(lambda i: post_webhook(avatar_id, payload, headers), 3)
+
+    assert sorted(r.status_code for r in responses) == [200, 200, 200]
+    assert sorted(r.json()["status"] for r in responses) == ["duplicate", "duplicate", "ok"]
+    avatar = Avatar.objects.get(pk=avatar_id)
+    assert (avatar.status, avatar.error_code) == ("failed", "content_policy")
+    assert AvatarTransition.objects.filter(avatar_id=avatar_id, to_status="failed").count() == 1
+    assert ledger_for(avatar_id) == [("spend", -1), ("refund", 1)]
+    assert_invariants()
+    report("same webhook 3x at once: 1 applied, 2 duplicates; one transition, one refund")
+
+
+def test_webhooks_racing_a_poll_make_one_transition_and_one_refund(
+    pipeline, alice, alice_client, settings, report
+):
+    credit_services.grant_credits(user=alice, amount=1)
+    avatar_id, payload = _finished_prediction(pipeline, alice_client, settings)
+    seq = Avatar.objects.get(pk=avatar_id).poll_seq
+
+    def deliver_or_poll(i: int):
+        if i == 0:
+            return generation.advance_generation(avatar_id, seq)  # the poll, in this thread
+        body = json.dumps(payload).encode()
+        return post_webhook(avatar_id, payload, signed_headers(pipeline.webhook_secret, body))
+
+    poll, *webhooks = run_concurrently(deliver_or_poll, 4)
+
+    assert poll is None, poll
+    assert [r.status_code for r in webhooks] == [200, 200, 200]
+    avatar = Avatar.objects.get(pk=avatar_id)
+    assert (avatar.status, avatar.error_code) == ("failed", "content_policy")
+    assert AvatarTransition.objects.filter(avatar_id=avatar_id, to_status="failed").count() == 1
+    assert ledger_for(avatar_id) == [("spend", -1), ("refund", 1)]
+    assert avatar.predictions.get().status == "failed"
+    assert_invariants()
+    report("3 webhooks racing a poll: one transition, one refund")
