@@ -8,6 +8,7 @@ import uuid
 from django.conf import settings
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
@@ -22,6 +23,7 @@ from avatars import erasure, image_urls, prompts, services
 from avatars.models import Avatar, SelfieSession
 from avatars.selfies import InvalidSelfie, prepare_selfie_from_settings
 from config.api_errors import ApiError
+from config.openapi import error_response
 from credits.models import Compensation
 from credits.services import InsufficientCredits
 
@@ -125,7 +127,16 @@ class SessionCreateView(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "uploads"
 
-    @extend_schema(request=SessionUploadInput, responses={201: SessionOutput})
+    @extend_schema(
+        request=SessionUploadInput,
+        responses={
+            201: SessionOutput,
+            400: error_response(
+                "`invalid_selfie`: the file is not a photo we can use (`fields.reason` says "
+                "why); `validation_error`: no file in the field 'selfie'."
+            ),
+        },
+    )
     def post(self, request: Request) -> Response:
         upload = request.FILES.get("selfie")
         if upload is None:
@@ -193,6 +204,9 @@ class StyleListView(APIView):
         return Response(StyleOutput(prompts.STYLES.values(), many=True).data)
 
 
+MAX_IDEMPOTENCY_KEY_LENGTH = 200
+
+
 class AvatarCreateInput(serializers.Serializer):
     session = serializers.UUIDField()
     style = serializers.ChoiceField(choices=list(prompts.STYLES), default=prompts.DEFAULT_STYLE)
@@ -200,6 +214,7 @@ class AvatarCreateInput(serializers.Serializer):
 
 class AvatarListCreateView(APIView):
     parser_classes = [JSONParser, FormParser, MultiPartParser]
+    pagination_class = PageNumberPagination
     throttle_scope = "submissions"
 
     def get_throttles(self):
@@ -208,11 +223,23 @@ class AvatarListCreateView(APIView):
 
     @extend_schema(
         request=AvatarCreateInput,
-        responses={202: AvatarOutput},
+        responses={
+            202: AvatarOutput,
+            402: error_response("`insufficient_credits`: not enough credits for an avatar."),
+            404: error_response("`not_found`: none of your sessions has this id."),
+            410: error_response("`session_expired`: the selfie has expired; upload it again."),
+            422: error_response(
+                "`idempotency_conflict`: this Idempotency-Key was used for a different request."
+            ),
+            429: error_response(
+                "`too_many_in_flight`: wait for one of your avatars to finish; `throttled`: too "
+                "many submissions, retry after `Retry-After` seconds."
+            ),
+        },
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
-                str,
+                {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
                 OpenApiParameter.HEADER,
                 description="Repeat a submission safely: same key and body, same avatar.",
             )
@@ -223,12 +250,12 @@ class AvatarListCreateView(APIView):
         data = AvatarCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
         key = request.headers.get("Idempotency-Key", "").strip()
-        if len(key) > 200:
+        if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
             raise ApiError(
                 400,
                 "validation_error",
                 "The Idempotency-Key is too long.",
-                fields={"Idempotency-Key": ["At most 200 characters."]},
+                fields={"Idempotency-Key": [f"At most {MAX_IDEMPOTENCY_KEY_LENGTH} characters."]},
             )
         try:
             avatar, created = services.request_avatar(
@@ -269,8 +296,15 @@ class AvatarListCreateView(APIView):
         return response
 
     @extend_schema(
-        responses=AvatarOutput(many=True),
-        parameters=[OpenApiParameter("session", str, description="Only this session's avatars")],
+        responses={
+            200: AvatarOutput(many=True),
+            400: error_response("`validation_error`: the session filter is not a valid id."),
+        },
+        parameters=[
+            OpenApiParameter(
+                "session", OpenApiTypes.UUID, description="Only this session's avatars"
+            )
+        ],
     )
     def get(self, request: Request) -> Response:
         avatars = Avatar.objects.filter(owner=request.user).order_by("-created_at", "-id")
@@ -285,7 +319,7 @@ class AvatarListCreateView(APIView):
                     "The session filter is not a valid id.",
                     fields={"session": ["Must be a UUID."]},
                 ) from exc
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(avatars, request, self)
         output = AvatarOutput(page, many=True, context=_avatar_context(request, page))
         return paginator.get_paginated_response(output.data)
@@ -299,7 +333,13 @@ class AvatarDetailView(APIView):
 
 
 class AvatarCancelView(APIView):
-    @extend_schema(request=None, responses={202: AvatarOutput})
+    @extend_schema(
+        request=None,
+        responses={
+            202: AvatarOutput,
+            409: error_response("`avatar_finished`: this avatar has already finished."),
+        },
+    )
     def post(self, request: Request, avatar_id) -> Response:
         get_object_or_404(Avatar, pk=avatar_id, owner=request.user)
         try:
@@ -354,7 +394,14 @@ class AvatarSignedImageView(_PrivateImageView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
-    @extend_schema(responses={(200, "image/png"): bytes}, auth=[])
+    @extend_schema(
+        responses={
+            (200, "image/png"): bytes,
+            403: error_response("`link_expired`: read the avatar again for a new link."),
+            404: error_response("`not_found`: not a link we made, or the image is gone."),
+        },
+        auth=[],
+    )
     def get(self, request: Request, token: str) -> FileResponse:
         try:
             avatar_id, owner_id = image_urls.read_image_token(token)

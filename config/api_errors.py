@@ -6,8 +6,9 @@ Codes are stable strings clients can branch on; messages are for people.
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
-from rest_framework import exceptions
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -20,6 +21,27 @@ class ApiError(exceptions.APIException):
         self.status_code = status_code
         self.code = code
         self.fields = fields or {}
+
+
+def envelope(code: str, message: str, fields: dict | None = None) -> dict:
+    """The body of every error response."""
+    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+
+
+class ErrorBody(serializers.Serializer):
+    """What went wrong: a stable code, a message, and what is wrong with each field."""
+
+    code = serializers.CharField(help_text="Stable: clients branch on it.")
+    message = serializers.CharField(help_text="For people.")
+    fields = serializers.DictField(
+        help_text="What is wrong with each field (or header) sent; empty when nothing is."
+    )
+
+
+class ErrorEnvelope(serializers.Serializer):
+    """Every error response of the API (documented by config/openapi.py)."""
+
+    error = ErrorBody()
 
 
 _CODES: list[tuple[type[exceptions.APIException], str, str | None]] = [
@@ -65,5 +87,26 @@ def handle_api_exception(exc, context) -> Response | None:
             if isinstance(exc, kind):
                 code, message = kind_code, fixed_message or str(exc.detail)
                 break
-    response.data = {"error": {"code": code, "message": message, "fields": fields}}
+    response.data = envelope(code, message, fields)
     return response
+
+
+# Django's own error pages, for what never reaches a DRF view (a URL no route matches, such as
+# an id that is not a UUID, or an exception outside DRF): HTML for the site, the envelope for
+# the API.
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(envelope("not_found", "Not found."), status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(
+            envelope("internal", "Something went wrong on our side. Please try again."), status=500
+        )
+    return defaults.server_error(request)

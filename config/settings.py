@@ -159,7 +159,7 @@ REST_FRAMEWORK = {
         "uploads": _read("THROTTLE_UPLOADS", env.str, "30/min"),
         "auth": _read("THROTTLE_AUTH", env.str, "20/min"),
     },
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {

@@ -36,7 +36,11 @@ api_v1 = [
         avatars_api.AvatarSignedImageView.as_view(),
         name="api-avatar-signed-image",
     ),
-    path("webhooks/replicate/", webhooks.replicate_webhook, name="api-webhook-replicate"),
+    path(
+        "webhooks/replicate/",
+        webhooks.ReplicateWebhookView.as_view(),
+        name="api-webhook-replicate",
+    ),
 ]
 
 urlpatterns = [
@@ -56,3 +60,6 @@ urlpatterns = [
     path("readyz", health.readiness, name="readyz"),
     path("api/v1/", include(api_v1)),
 ]
+
+handler404 = "config.api_errors.page_not_found"
+handler500 = "config.api_errors.server_error"

@@ -28,9 +28,11 @@ class CreditsOutput(serializers.Serializer):
 
 
 class CreditsView(APIView):
+    pagination_class = PageNumberPagination
+
     @extend_schema(responses=CreditsOutput, summary="Balance and ledger, newest first")
     def get(self, request: Request) -> Response:
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(services.list_entries(user=request.user), request, self)
         return Response(
             {

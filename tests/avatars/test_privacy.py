@@ -152,7 +152,7 @@ def test_the_owner_may_still_use_the_authenticated_image_view(alice_avatar, alic
 
 def _tampered_tokens(token: str, avatar: Avatar) -> dict[str, str]:
     payload, timestamp, signature = token.split(":")
-    flipped = ("A" if signature[-1] != "A" else "B") + signature[1:]
+    flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
     same_payload = [avatar.pk.hex, avatar.owner_id]
     return {
         "signature-flipped": f"{payload}:{timestamp}:{flipped}",
