@@ -35,9 +35,6 @@ def _error(status: int, code: str, message: str) -> JsonResponse:
 class _AlwaysJson(BaseContentNegotiation):
     """The answer is JSON whatever the sender's Accept header says: never refuse it a 406."""
 
-    def select_parser(self, request, parsers):
-        return parsers[0] if parsers else None
-
     def select_renderer(self, request, renderers, format_suffix=None):
         return renderers[0], renderers[0].media_type
 

@@ -92,10 +92,22 @@ def handle_api_exception(exc, context) -> Response | None:
 
 
 # Django's own error pages, for what never reaches a DRF view (a URL no route matches, such as
-# an id that is not a UUID, or an exception outside DRF): HTML for the site, the envelope for
-# the API.
+# an id that is not a UUID, a body over the size limit, or an exception outside DRF): HTML for
+# the site, the envelope for the API.
 def _is_api(request: HttpRequest) -> bool:
-    return request.path.startswith("/api/")
+    return request.path_info.startswith("/api/")
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(envelope("bad_request", "The request can not be read."), status=400)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(envelope("permission_denied", "Not allowed."), status=403)
+    return defaults.permission_denied(request, exception)
 
 
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

@@ -61,5 +61,7 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
 ]
 
+handler400 = "config.api_errors.bad_request"
+handler403 = "config.api_errors.permission_denied"
 handler404 = "config.api_errors.page_not_found"
 handler500 = "config.api_errors.server_error"

@@ -1,8 +1,8 @@
-"""Real Celery worker and beat processes for tests that kill them and flush their Redis.
+"""Real Celery worker and beat processes, and a real Redis, for tests that kill them.
 
-They use a Redis database of their own (the in-process test worker never sees their messages,
-and flushing it touches nothing else), write to the test database, and read the same media
-files as the test process.
+Each test that starts processes gets a redis-server of its own (the in-process test worker and
+other test runs never see its messages, and killing or flushing it touches nothing else); the
+processes write to the test database and read the same media files as the test process.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from django.conf import settings as django_settings
 from django.db import connection
 
 from avatars.models import Avatar
@@ -35,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 class CeleryProcess:
     """One `celery` subprocess (worker or beat) in a process group of its own."""
 
-    def __init__(self, args: list[str], env: dict[str, str], *, ready: str):
+    def __init__(self, args: list[str], env: dict[str, str]):
+        self.name = args[0]
         self.output: list[str] = []
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", *args],
@@ -47,7 +47,9 @@ class CeleryProcess:
             start_new_session=True,
         )
         threading.Thread(target=self._read, daemon=True).start()
-        wait_for(lambda: self.saw(ready), timeout=60, message=f"celery {args[0]} to be ready")
+
+    def wait_until_ready(self, ready: str) -> None:
+        wait_for(lambda: self.saw(ready), timeout=60, message=f"celery {self.name} to be ready")
 
     def _read(self) -> None:
         for line in self.process.stdout:
@@ -59,10 +61,11 @@ class CeleryProcess:
     def count(self, text: str) -> int:
         return sum(text in line for line in list(self.output))
 
-    def kill(self) -> None:
-        """kill -9 the whole process group: no shutdown, no acknowledgements."""
-        if self.stop():
-            TALLY.kills += 1
+    def kill(self) -> bool:
+        """kill -9 the whole process group: no shutdown, no acknowledgements. True if it ran."""
+        killed = self.stop()
+        TALLY.kills += killed
+        return killed
 
     def stop(self) -> bool:
         """SIGKILL the process group if it still runs; True if it did."""
@@ -95,7 +98,6 @@ class RedisServer:
         self.directory = directory
         self.directory.mkdir()
         self.process: subprocess.Popen | None = None
-        self.start()
 
     @property
     def url(self) -> str:
@@ -111,21 +113,20 @@ class RedisServer:
         wait_for(self._answers, timeout=30, interval=0.1, message="redis-server to answer")
 
     def _answers(self) -> bool:
+        assert self.process.poll() is None, "redis-server exited (its port taken?)"
         try:
             return redis.Redis(port=self.port).ping()
         except redis.ConnectionError:
             return False
 
     def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=30)
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=30)
 
     def restart(self) -> None:
         self.kill()
         self.start()
-
-
-RELIABILITY_REDIS_DB = 12
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -159,18 +160,18 @@ def worker_queue() -> str:
 
 @pytest.fixture
 def private_redis(tmp_path) -> Iterator[RedisServer]:
-    """A Redis of the test's own; the worker processes, beat and `send` then use it."""
+    """A Redis of the test's own; the worker processes, beat and `send` use it."""
     server = RedisServer(tmp_path / "redis")
-    yield server
-    server.kill()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()
 
 
 @pytest.fixture
-def worker_redis_url(request) -> str:
-    if "private_redis" in request.fixturenames:
-        return request.getfixturevalue("private_redis").url
-    base = django_settings.REDIS_URL.rsplit("/", 1)[0]
-    return f"{base}/{RELIABILITY_REDIS_DB}"
+def worker_redis_url(private_redis) -> str:
+    return private_redis.url
 
 
 @pytest.fixture
@@ -216,22 +217,19 @@ def worker_env(pipeline, settings, worker_queue, worker_redis_url) -> dict[str, 
 
 
 @pytest.fixture
-def start_celery(worker_env, worker_redis_url) -> Iterator:
+def start_celery(worker_env) -> Iterator:
     """Start celery processes (with extra env); every one is stopped at the end of the test."""
     started: list[CeleryProcess] = []
 
     def start(args: list[str], *, ready: str, **extra: str) -> CeleryProcess:
-        process = CeleryProcess(args, {**worker_env, **extra}, ready=ready)
-        started.append(process)
+        process = CeleryProcess(args, {**worker_env, **extra})
+        started.append(process)  # stopped at the end even if it never gets ready
+        process.wait_until_ready(ready)
         return process
 
     yield start
     for process in started:
         process.stop()
-    try:
-        redis.Redis.from_url(worker_redis_url).flushdb()
-    except redis.ConnectionError:
-        pass  # a Redis the test left stopped holds nothing for the next one
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ from avatars.invariants import find_invariant_problems
 
 @dataclass
 class Tally:
+    """Totals across scenarios: one line at the end says how hard the run pushed."""
+
     scenarios: int = 0
     generations: int = 0
     kills: int = 0
@@ -49,3 +51,11 @@ def record_redeliveries(outputs: Iterable[list[str]]) -> int:
     redelivered = sum(times - 1 for times in receipts.values())
     TALLY.redeliveries += redelivered
     return redelivered
+
+
+SWEPT = re.compile(r"sweeper: \{'redriven': (\d+)")
+
+
+def count_redrives(output: list[str]) -> int:
+    """Steps the sweeper re-drove, by a worker's log."""
+    return sum(int(match.group(1)) for line in output if (match := SWEPT.search(line)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import pytest
@@ -14,12 +13,11 @@ from credits.models import LedgerEntry
 from replicate_simulator.testing import wait_for
 from tests.avatars.test_pipeline import CREATE_PATH
 from tests.avatars.test_recovery import make_avatar
-from tests.reliability.tally import assert_invariants
+from tests.reliability.tally import assert_invariants, count_redrives
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 AVATARS = 40
-SWEPT = re.compile(r"sweeper: \{'redriven': (\d+)")
 SENT_SWEEP = "Sending due task sweep-avatars"
 
 
@@ -33,7 +31,7 @@ def test_two_beat_processes_at_once_sweep_each_avatar_once(
     credit_services.grant_credits(user=alice, amount=AVATARS)
     first = make_avatar(alice)
     ids = [first.pk] + [make_avatar(alice, session=first.session).pk for _ in range(AVATARS - 1)]
-    Avatar.objects.update(next_poll_at=timezone.now() - timedelta(minutes=5))
+    Avatar.objects.update(next_poll_at=timezone.now() + timedelta(hours=1))
     fast_sweeps = {
         "AVATAR_SWEEP_INTERVAL": "1",
         "AVATAR_SWEEP_GRACE": "1",
@@ -41,9 +39,11 @@ def test_two_beat_processes_at_once_sweep_each_avatar_once(
         "AVATAR_GENERATION_TIMEOUT": "120",
     }
     worker = start_worker(**fast_sweeps)
-
-    # When two beat processes both send the sweeper every second
     beats = [start_beat(**fast_sweeps), start_beat(**fast_sweeps)]
+    wait_for(lambda: all(beat.saw(SENT_SWEEP) for beat in beats), timeout=30, message="sweeps")
+
+    # When all of them fall due while both beats send the sweeper every second
+    Avatar.objects.update(next_poll_at=timezone.now() - timedelta(minutes=5))
     wait_for(
         lambda: not Avatar.objects.filter(pk__in=ids, status__in=["queued", "running"]).exists(),
         timeout=90,
@@ -55,7 +55,7 @@ def test_two_beat_processes_at_once_sweep_each_avatar_once(
     # Then both really swept, yet each avatar was re-driven once and generated once
     assert all(beat.process.poll() is None for beat in beats), "both beats still running"
     sweeps = [beat.count(SENT_SWEEP) for beat in beats]
-    redriven = sum(int(match.group(1)) for line in worker.output if (match := SWEPT.search(line)))
+    redriven = count_redrives(worker.output)
     assert redriven == AVATARS, redriven
     assert set(Avatar.objects.values_list("status", flat=True)) == {"succeeded"}
     assert len(pipeline.requests(method="POST", path=CREATE_PATH)) == AVATARS

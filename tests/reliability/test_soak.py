@@ -22,7 +22,7 @@ GENERATIONS = 300
 REFUSED = 30  # the simulator's content filter refuses these: failed, and refunded
 WAVE = 30  # submissions at a time
 KILL_EVERY = 3.0  # at most this long between kill -9s of the worker
-RESTART_REDIS_AT_KILL = 4
+RESTART_REDIS_AT_WAVE = 4
 SOAK_SETTINGS = {
     "AVATAR_POLL_INITIAL_DELAY": "0.5",
     "AVATAR_POLL_MAX_DELAY": "1",
@@ -60,16 +60,13 @@ def test_soak_300_generations_with_the_worker_killed_every_few_seconds_and_redis
         make_avatar(alice, session=first.session).pk for _ in range(GENERATIONS - 1)
     ]
     workers = [start_worker(**SOAK_SETTINGS)]
-    start_beat(**SOAK_SETTINGS)
+    beat = start_beat(**SOAK_SETTINGS)
     started = time.monotonic()
     kills = 0
 
     def kill_the_worker() -> None:
         nonlocal kills
-        workers[-1].kill()
-        kills += 1
-        if kills == RESTART_REDIS_AT_KILL:
-            private_redis.restart()
+        kills += workers[-1].kill()
         workers.append(start_worker(**SOAK_SETTINGS))
 
     # When they arrive in waves, the worker killed as soon as each wave's predictions exist
@@ -77,6 +74,8 @@ def test_soak_300_generations_with_the_worker_killed_every_few_seconds_and_redis
         batch = ids[wave : wave + WAVE]
         for avatar_id in batch:
             send(submit_avatar_task, str(avatar_id), 0)
+        if wave == RESTART_REDIS_AT_WAVE * WAVE:
+            private_redis.restart()  # under the running worker and beat
         holds_within(
             lambda batch=batch: Prediction.objects.filter(avatar_id__in=batch).count()
             == len(batch),
@@ -105,7 +104,8 @@ def test_soak_300_generations_with_the_worker_killed_every_few_seconds_and_redis
     assert credit_services.get_balance(user=alice) == REFUSED
     creates = len(pipeline.requests(method="POST", path=CREATE_PATH))
     assert Prediction.objects.count() == GENERATIONS, "one prediction per generation"
-    assert kills >= GENERATIONS // WAVE
+    assert kills >= GENERATIONS // WAVE, "every wave's worker was alive to be killed"
+    assert beat.process.poll() is None, "beat lived through the Redis restart"
     assert_invariants()
     redelivered = record_redeliveries(worker.output for worker in workers)
     report(

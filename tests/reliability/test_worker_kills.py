@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from credits import services as credit_services
 from replicate_simulator.testing import wait_for
 from tests.avatars.test_pipeline import CREATE_PATH, upload_session
 from tests.avatars.test_recovery import make_avatar
-from tests.reliability.tally import assert_invariants, record_redeliveries
+from tests.reliability.tally import assert_invariants, count_redrives, record_redeliveries
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -68,39 +67,32 @@ def test_a_worker_killed_holding_100_countdown_polls_finishes_them_all_after_a_r
 
     # Then every avatar finishes, each with the one prediction it had
     restarted_at = time.monotonic()
-    last_sweep = [0.0]
-
-    def finished_while_beat_sweeps() -> bool:
-        if not Avatar.objects.filter(pk__in=ids, status="running").exists():
-            return True
-        if time.monotonic() - last_sweep[0] > 5:  # celery-beat's job, every few seconds here
-            send(sweep_avatars_task)
-            last_sweep[0] = time.monotonic()
-        return False
-
-    wait_for(finished_while_beat_sweeps, timeout=120, interval=0.5, message="all finished")
+    sweep_until_finished(send, ids, every=5)
     took = time.monotonic() - restarted_at
     outcomes = set(Avatar.objects.values_list("status", "error_code"))
     assert outcomes == {("succeeded", "")}, outcomes
     assert len(pipeline.requests(method="POST", path=CREATE_PATH)) == AVATARS
     assert Prediction.objects.count() == AVATARS
+    assert AvatarTransition.objects.filter(to_status="succeeded").count() == AVATARS
     assert_invariants()
     redelivered = record_redeliveries([worker.output, second.output])
+    redriven = count_redrives(second.output)
     assert redelivered > 0
     report(
-        f"worker kill: {held} avatars held in countdown polls, {redelivered} of their "
-        f"messages redelivered to the new worker; all {AVATARS} finished once ({took:.0f} s)"
+        f"worker kill: {held} avatars held in countdown polls; after the restart "
+        f"{redelivered} of the killed worker's messages were redelivered and the sweeper "
+        f"re-drove {redriven}; all {AVATARS} finished once ({took:.0f} s)"
     )
 
 
-def sweep_until_finished(send, ids, *, timeout: float = 120) -> None:
-    """Wait for every avatar to end while celery-beat's sweeper runs every few seconds."""
-    last_sweep = [0.0]
+def sweep_until_finished(send, ids, *, every: float = 3, timeout: float = 120) -> None:
+    """Wait for every avatar to end while the sweeper runs every few seconds, as beat would."""
+    last_sweep = [time.monotonic()]
 
     def finished() -> bool:
         if not Avatar.objects.filter(pk__in=ids, status__in=["queued", "running"]).exists():
             return True
-        if time.monotonic() - last_sweep[0] > 3:
+        if time.monotonic() - last_sweep[0] > every:
             send(sweep_avatars_task)
             last_sweep[0] = time.monotonic()
         return False
@@ -143,32 +135,44 @@ def test_redis_flushed_in_the_middle_of_50_running_avatars_the_sweeper_finishes_
 
 
 @contextmanager
-def web_broker_at(url: str) -> Iterator[None]:
-    """This (the web) process's Celery app publishes to `url` for a while."""
+def publish_from_the_web_to(url: str, monkeypatch) -> Iterator[None]:
+    """Have this (the web) process's Celery app publish to `url` for a while."""
 
     def forget_connections() -> None:
+        for pool in (celery_app._pool, celery_app.amqp._producer_pool):
+            if pool is not None:
+                pool.force_close_all()
         celery_app._pool = None
         celery_app.amqp._producer_pool = None
 
     # Celery reads this variable before its settings; workers started later do not inherit it.
-    os.environ["CELERY_BROKER_WRITE_URL"] = url
+    monkeypatch.setenv("CELERY_BROKER_WRITE_URL", url)
     forget_connections()
     try:
         yield
     finally:
-        del os.environ["CELERY_BROKER_WRITE_URL"]
+        monkeypatch.delenv("CELERY_BROKER_WRITE_URL")
         forget_connections()
 
 
 def test_redis_down_when_the_api_commits_the_sweeper_submits_later(
-    pipeline, alice, alice_client, private_redis, start_worker, send, settings, report, caplog
+    pipeline,
+    alice,
+    alice_client,
+    private_redis,
+    start_worker,
+    send,
+    settings,
+    report,
+    caplog,
+    monkeypatch,
 ):
     # Given Redis is down while a user submits
     settings.AVATAR_GENERATION_TIMEOUT = 120
     credit_services.grant_credits(user=alice, amount=1)
     session_id = upload_session(alice_client)
     private_redis.kill()
-    with web_broker_at(private_redis.url):
+    with publish_from_the_web_to(private_redis.url, monkeypatch):
         response = alice_client.post("/api/v1/avatars/", {"session": session_id}, format="json")
 
     # Then the answer does not lie: accepted and queued, charged once, nothing lost
@@ -211,6 +215,7 @@ def test_a_worker_killed_after_replicate_accepted_a_create_leaves_one_prediction
     sweep_until_finished(send, [avatar.pk])
     avatar.refresh_from_db()
     assert avatar.status == "succeeded", avatar.error_detail
+    assert avatar.completed_at <= avatar.deadline_at, "ended within its deadline"
     [made] = pipeline.predictions()  # one create reached Replicate, and it was the one used
     assert avatar.predictions.get().prediction_id == made["id"]
     assert credit_services.get_balance(user=alice) == 0, "charged once"
