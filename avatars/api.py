@@ -16,7 +16,6 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from avatars import erasure, image_urls, prompts, services
@@ -24,6 +23,7 @@ from avatars.models import Avatar, SelfieSession
 from avatars.selfies import InvalidSelfie, prepare_selfie_from_settings
 from config.api_errors import ApiError
 from config.openapi import error_response
+from config.throttling import CountingScopedRateThrottle
 from credits.models import Compensation
 from credits.services import InsufficientCredits
 
@@ -124,7 +124,7 @@ class SessionUploadInput(serializers.Serializer):
 
 class SessionCreateView(APIView):
     parser_classes = [MultiPartParser, FormParser]
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [CountingScopedRateThrottle]
     throttle_scope = "uploads"
 
     @extend_schema(
@@ -219,7 +219,7 @@ class AvatarListCreateView(APIView):
 
     def get_throttles(self):
         # Only spending is rate-limited; listing is cheap and the page polls it.
-        return [ScopedRateThrottle()] if self.request.method == "POST" else []
+        return [CountingScopedRateThrottle()] if self.request.method == "POST" else []
 
     @extend_schema(
         request=AvatarCreateInput,

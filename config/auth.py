@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.throttling import ScopedRateThrottle
+
+from config.throttling import CountingScopedRateThrottle
 
 
 class TokenView(ObtainAuthToken):
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [CountingScopedRateThrottle]
     throttle_scope = "auth"

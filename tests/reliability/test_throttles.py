@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 import redis
+from django.test import Client
+from rest_framework.authtoken.models import Token
 from rest_framework.throttling import ScopedRateThrottle
 
 from credits import services as credit_services
 from tests.avatars.test_avatars_api import post_avatar, upload_session
+from tests.concurrency import run_concurrently
 from tests.reliability.tally import assert_invariants
 
 pytestmark = pytest.mark.django_db
@@ -64,3 +68,27 @@ def test_bursts_past_the_throttles_get_429_throttled(
     assert redis.Redis.from_url(settings.REDIS_URL).keys(f"{redis_cache}*"), "counted in Redis"
     assert_invariants()
     report("throttles: 4 submissions, 3 uploads, 3 sign-ins in a burst; the last of each got 429")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_concurrent_burst_gets_no_more_than_the_rate(
+    redis_cache, alice, alice_client, settings, monkeypatch, report
+):
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"auth": "5/min", "uploads": "5/min"})
+    token = Token.objects.get(user=alice).key
+
+    def sign_in(i: int) -> int:
+        return Client().post("/api/v1/auth/token/", {"username": "x", "password": "y"}).status_code
+
+    def upload(i: int) -> int:
+        return (
+            Client().post("/api/v1/sessions/", {}, HTTP_AUTHORIZATION=f"Token {token}").status_code
+        )
+
+    sign_ins = Counter(run_concurrently(sign_in, 20))
+    uploads = Counter(run_concurrently(upload, 20))
+
+    assert sign_ins == {400: 5, 429: 15}, sign_ins
+    assert uploads == {400: 5, 429: 15}, uploads
+    assert_invariants()
+    report("throttles: 20 sign-ins and 20 uploads at once at 5/min: 5 of each let through")
