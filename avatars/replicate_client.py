@@ -272,6 +272,53 @@ def cancel_prediction(prediction_id: str) -> PredictionState:
     )
 
 
+@dataclass(frozen=True)
+class ListedPrediction:
+    """A prediction as Replicate's list shows it: enough to tell whether it is one of ours."""
+
+    id: str
+    status: str
+    created_at: datetime | None
+    input: dict
+    webhook: str | None
+    shows_webhook: bool  # Replicate's list may leave the field out
+
+
+def _list_predictions(*, created_after: datetime, pages: int) -> list[ListedPrediction]:
+    """Predictions created after a time, newest first. The list JSON is read as it is."""
+    query = urlencode({"created_after": created_after.isoformat()})
+    path: str | None = f"/v1/predictions?{query}"
+    listed: list[ListedPrediction] = []
+    try:
+        for _ in range(pages):
+            if not path:
+                break
+            body = _client()._request("GET", path).json()
+            for item in body.get("results", []):
+                created = parse_datetime(item.get("created_at") or "")
+                if created is not None and created < created_after:
+                    return listed
+                listed.append(
+                    ListedPrediction(
+                        id=item["id"],
+                        status=item.get("status", ""),
+                        created_at=created,
+                        input=item.get("input") or {},
+                        webhook=item.get("webhook"),
+                        shows_webhook="webhook" in item,
+                    )
+                )
+            path = body.get("next")
+    except _CALL_ERRORS as exc:
+        raise _translate(exc, sent_may_have_happened=False) from exc
+    return listed
+
+
+@_counted("list")
+def list_recent_predictions(*, created_after: datetime, pages: int = 10) -> list[ListedPrediction]:
+    return _list_predictions(created_after=created_after, pages=pages)
+
+
 @_counted("list")
 def find_recent_prediction(
     *,
@@ -285,36 +332,20 @@ def find_recent_prediction(
 
     Replicate has no idempotency key for creates, so a create whose answer was lost is looked
     up among recent predictions by its input fields (and its webhook URL, where the list shows
-    it). Only a single match counts: when two could be ours, neither is taken. The client's
-    Prediction model drops fields, so this reads the list JSON as it is.
+    it). Only a single match counts: when two could be ours, neither is taken (the one left
+    over is then `strays.cancel_stray_predictions`' to stop). The client's Prediction model
+    drops fields, so the list JSON is read as it is.
     """
-    query = urlencode({"created_after": created_after.isoformat()})
-    path: str | None = f"/v1/predictions?{query}"
-    matches: list[str] = []
-    try:
-        for _ in range(pages):
-            if not path:
-                break
-            body = _client()._request("GET", path).json()
-            for item in body.get("results", []):
-                created = parse_datetime(item.get("created_at") or "")
-                if created is not None and created < created_after:
-                    path = None
-                    break
-                sent = item.get("input") or {}
-                if (
-                    item.get("id") not in exclude
-                    and all(sent.get(key) == value for key, value in input_fields.items())
-                    and (webhook is None or item.get("webhook", webhook) == webhook)
-                ):
-                    matches.append(item["id"])
-            else:
-                path = body.get("next")
-        if len(matches) > 1:
-            logger.warning("lost create: %s predictions could be ours; taking none", len(matches))
-        return get_prediction(matches[0]) if len(matches) == 1 else None
-    except _CALL_ERRORS as exc:
-        raise _translate(exc, sent_may_have_happened=False) from exc
+    matches = [
+        item.id
+        for item in _list_predictions(created_after=created_after, pages=pages)
+        if item.id not in exclude
+        and all(item.input.get(key) == value for key, value in input_fields.items())
+        and (webhook is None or not item.shows_webhook or item.webhook == webhook)
+    ]
+    if len(matches) > 1:
+        logger.warning("lost create: %s predictions could be ours; taking none", len(matches))
+    return get_prediction(matches[0]) if len(matches) == 1 else None
 
 
 @_counted("upload_file")

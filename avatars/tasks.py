@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from avatars import cleanup, generation, monitoring
+from avatars import cleanup, generation, monitoring, strays
 from avatars.log_context import log_context
 
 
@@ -25,6 +25,11 @@ def poll_avatar_task(avatar_id: str, seq: int) -> None:
 @shared_task(ignore_result=True)
 def sweep_avatars_task() -> dict[str, int]:
     return generation.sweep_avatars()
+
+
+@shared_task(ignore_result=True)
+def cancel_stray_predictions_task() -> int:
+    return strays.cancel_stray_predictions()
 
 
 @shared_task(ignore_result=True)

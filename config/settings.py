@@ -357,6 +357,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "avatars.tasks.sweep_avatars_task",
         "schedule": AVATAR_SWEEP_INTERVAL,
     },
+    "cancel-stray-predictions": {
+        "task": "avatars.tasks.cancel_stray_predictions_task",
+        "schedule": AVATAR_SWEEP_INTERVAL,
+    },
     "cleanup": {"task": "avatars.tasks.cleanup_task", "schedule": 3600},
     "check-alerts": {"task": "avatars.tasks.check_alerts_task", "schedule": 300},
 }

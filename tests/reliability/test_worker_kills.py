@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
 import redis
+from django.utils import timezone
 
+from avatars import strays
 from avatars.models import Avatar, AvatarTransition, Prediction
 from avatars.tasks import submit_avatar_task, sweep_avatars_task
 from config.celery import app as celery_app
@@ -221,6 +225,40 @@ def test_a_worker_killed_after_replicate_accepted_a_create_leaves_one_prediction
     assert credit_services.get_balance(user=alice) == 0, "charged once"
     assert_invariants()
     report("kill after create: the stray prediction was found and used; one create, one charge")
+
+
+def test_two_lost_creates_nobody_can_tell_apart_are_canceled_as_strays(
+    pipeline, alice, start_worker, send, settings, report
+):
+    # Given two avatars of one selfie and style whose creates Replicate makes but answers late
+    settings.AVATAR_GENERATION_TIMEOUT = 120
+    credit_services.grant_credits(user=alice, amount=2)
+    first = make_avatar(alice)
+    ids = [first.pk, make_avatar(alice, session=first.session).pk]
+    pipeline.delay(15, count=2, on="create", after_create=True)
+    pipeline.hang(count=2)  # the two lost ones would run on, billed, until canceled
+    worker = start_worker(**SWEEP_SOON, CELERY_VISIBILITY_TIMEOUT=str(VISIBILITY))
+    for avatar_id in ids:
+        send(submit_avatar_task, str(avatar_id), 0)
+    wait_for(lambda: len(pipeline.predictions()) == 2, timeout=30, message="both creates")
+
+    # When the worker dies before storing either, each avatar's lookup finds two candidates
+    worker.kill()
+    start_worker(**SWEEP_SOON, CELERY_VISIBILITY_TIMEOUT=str(VISIBILITY))
+    sweep_until_finished(send, ids)
+
+    # Then neither is adopted (either could be the other's), both avatars succeed anew, and
+    # the stray-canceller, a few minutes on, stops the two lost ones
+    assert set(Avatar.objects.values_list("status", flat=True)) == {"succeeded"}
+    canceled = strays.cancel_stray_predictions(now=timezone.now() + timedelta(minutes=2))
+    statuses = Counter(p["status"] for p in pipeline.predictions())
+    assert (canceled, statuses) == (2, {"canceled": 2, "succeeded": 2}), statuses
+    assert credit_services.get_balance(user=alice) == 0, "charged once each"
+    assert_invariants()
+    report(
+        "ambiguous lost creates: 2 lost, neither adopted, 2 created anew and used; "
+        f"{canceled} strays canceled"
+    )
 
 
 def test_a_countdown_longer_than_the_visibility_timeout_is_redelivered_and_finishes_once(
