@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 TIMEOUT = httpx.Timeout(20.0, connect=5.0)
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
+# Replicate's statuses are short words; a longer one is not a prediction object of theirs.
+STATUS_MAX_LENGTH = 16
 # Replicate takes data URIs (base64 and all) up to this size; larger files go through /v1/files.
 DATA_URI_MAX_BYTES = 256 * 1024
 
@@ -423,17 +425,31 @@ def verify_webhook(*, headers: dict[str, str], body: bytes, tolerance: int = 300
 
 
 def prediction_state_from_json(payload: dict) -> PredictionState:
-    """A prediction object as Replicate sends it: from a GET, a cancel, a list or a webhook."""
-    if not isinstance(payload, dict) or not payload.get("id") or not payload.get("status"):
+    """A prediction object as Replicate sends it: from a GET, a cancel, a list or a webhook.
+
+    Refused (ValueError) without a string id and status; fields of an unexpected type are
+    read as absent, so no body can make us store what the database would refuse.
+    """
+    if not isinstance(payload, dict):
         raise ValueError("not a prediction object")
+    prediction_id, status = payload.get("id"), payload.get("status")
+    if not (isinstance(prediction_id, str) and prediction_id):
+        raise ValueError("a prediction object without an id")
+    if not (isinstance(status, str) and status and len(status) <= STATUS_MAX_LENGTH):
+        raise ValueError("a prediction object without a status")
+    error = payload.get("error")
     return PredictionState(
-        id=str(payload.get("id") or ""),
-        status=str(payload.get("status") or ""),
+        id=prediction_id,
+        status=status,
         output=payload.get("output"),
-        error=str(payload["error"]) if payload.get("error") else None,
-        logs=payload.get("logs") or "",
-        metrics=payload.get("metrics") or {},
-        created_at=payload.get("created_at"),
-        completed_at=payload.get("completed_at"),
-        data_removed=bool(payload.get("data_removed")),
+        error=str(error) if error else None,
+        logs=_of_type(payload.get("logs"), str, ""),
+        metrics=_of_type(payload.get("metrics"), dict, {}),
+        created_at=_of_type(payload.get("created_at"), str, None),
+        completed_at=_of_type(payload.get("completed_at"), str, None),
+        data_removed=payload.get("data_removed") is True,
     )
+
+
+def _of_type(value: Any, kind: type, default: Any) -> Any:
+    return value if isinstance(value, kind) else default
