@@ -45,6 +45,12 @@ def make_avatar(owner, session: SelfieSession | None = None, **fields) -> Avatar
     return avatar
 
 
+def make_avatars(owner, count: int) -> list:
+    """Ids of `count` charged avatars of one selfie session, with no message sent."""
+    first = make_avatar(owner)
+    return [first.pk] + [make_avatar(owner, session=first.session).pk for _ in range(count - 1)]
+
+
 # --- fencing -----------------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from credits import services as credit_services
 from credits.models import LedgerEntry
 from replicate_simulator.testing import wait_for
 from tests.avatars.test_pipeline import CREATE_PATH
-from tests.avatars.test_recovery import make_avatar
+from tests.avatars.test_recovery import make_avatars
 from tests.reliability.tally import assert_invariants, count_redrives
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,8 +29,7 @@ def test_two_beat_processes_at_once_sweep_each_avatar_once(
     settings.AVATAR_GENERATION_TIMEOUT = 120
     pipeline.configure(latency=1)
     credit_services.grant_credits(user=alice, amount=AVATARS)
-    first = make_avatar(alice)
-    ids = [first.pk] + [make_avatar(alice, session=first.session).pk for _ in range(AVATARS - 1)]
+    ids = make_avatars(alice, AVATARS)
     Avatar.objects.update(next_poll_at=timezone.now() + timedelta(hours=1))
     fast_sweeps = {
         "AVATAR_SWEEP_INTERVAL": "1",

@@ -13,7 +13,7 @@ from avatars.tasks import submit_avatar_task
 from credits import services as credit_services
 from credits.models import LedgerEntry
 from tests.avatars.test_pipeline import CREATE_PATH
-from tests.avatars.test_recovery import make_avatar
+from tests.avatars.test_recovery import make_avatars
 from tests.reliability.tally import assert_invariants, record_redeliveries
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -55,10 +55,7 @@ def test_soak_300_generations_with_the_worker_killed_every_few_seconds_and_redis
     pipeline.configure(latency=1)
     pipeline.content_policy(count=REFUSED)
     credit_services.grant_credits(user=alice, amount=GENERATIONS)
-    first = make_avatar(alice)
-    ids = [first.pk] + [
-        make_avatar(alice, session=first.session).pk for _ in range(GENERATIONS - 1)
-    ]
+    ids = make_avatars(alice, GENERATIONS)
     workers = [start_worker(**SOAK_SETTINGS)]
     beat = start_beat(**SOAK_SETTINGS)
     started = time.monotonic()

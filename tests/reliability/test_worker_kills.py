@@ -19,7 +19,7 @@ from config.celery import app as celery_app
 from credits import services as credit_services
 from replicate_simulator.testing import wait_for
 from tests.avatars.test_pipeline import CREATE_PATH, upload_session
-from tests.avatars.test_recovery import make_avatar
+from tests.avatars.test_recovery import make_avatar, make_avatars
 from tests.reliability.tally import assert_invariants, count_redrives, record_redeliveries
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,8 +35,7 @@ def test_a_worker_killed_holding_100_countdown_polls_finishes_them_all_after_a_r
     settings.AVATAR_MAX_IN_FLIGHT_PER_USER = AVATARS
     pipeline.configure(latency=8)
     credit_services.grant_credits(user=alice, amount=AVATARS)
-    first = make_avatar(alice)
-    ids = [first.pk] + [make_avatar(alice, session=first.session).pk for _ in range(AVATARS - 1)]
+    ids = make_avatars(alice, AVATARS)
     # A short visibility timeout, so Redis hands the killed worker's messages out again soon.
     slow_polls = {
         "AVATAR_POLL_INITIAL_DELAY": "2",
@@ -118,8 +117,7 @@ def test_redis_flushed_in_the_middle_of_50_running_avatars_the_sweeper_finishes_
     settings.AVATAR_GENERATION_TIMEOUT = 120
     pipeline.configure(latency=3)
     credit_services.grant_credits(user=alice, amount=50)
-    first = make_avatar(alice)
-    ids = [first.pk] + [make_avatar(alice, session=first.session).pk for _ in range(49)]
+    ids = make_avatars(alice, 50)
     worker = start_worker(**SWEEP_SOON)
     for avatar_id in ids:
         send(submit_avatar_task, str(avatar_id), 0)
@@ -196,6 +194,19 @@ def test_redis_down_when_the_api_commits_the_sweeper_submits_later(
     report("redis down at commit: 202 queued and charged once; the sweeper submitted it later")
 
 
+LOST_CREATES = {**SWEEP_SOON, "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY)}
+
+
+def kill_the_worker_before_creates_are_answered(pipeline, start_worker, send, ids) -> None:
+    """Replicate makes each avatar's prediction but answers late; the worker dies meanwhile."""
+    pipeline.delay(15, count=len(ids), on="create", after_create=True)
+    worker = start_worker(**LOST_CREATES)
+    for avatar_id in ids:
+        send(submit_avatar_task, str(avatar_id), 0)
+    wait_for(lambda: len(pipeline.predictions()) == len(ids), timeout=30, message="the creates")
+    worker.kill()
+
+
 def test_a_worker_killed_after_replicate_accepted_a_create_leaves_one_prediction_one_charge(
     pipeline, alice, start_worker, send, settings, report
 ):
@@ -203,17 +214,13 @@ def test_a_worker_killed_after_replicate_accepted_a_create_leaves_one_prediction
     settings.AVATAR_GENERATION_TIMEOUT = 120
     credit_services.grant_credits(user=alice, amount=1)
     avatar = make_avatar(alice)
-    pipeline.delay(15, on="create", after_create=True)
-    worker = start_worker(**SWEEP_SOON, CELERY_VISIBILITY_TIMEOUT=str(VISIBILITY))
-    send(submit_avatar_task, str(avatar.pk), 0)
-    wait_for(lambda: len(pipeline.predictions()) == 1, timeout=30, message="the create")
 
     # When the worker dies before it could store the prediction's id
-    worker.kill()
+    kill_the_worker_before_creates_are_answered(pipeline, start_worker, send, [avatar.pk])
     avatar.refresh_from_db()
     assert (avatar.status, avatar.create_sent_at is not None) == ("running", True)
     assert not avatar.predictions.exists()
-    start_worker(**SWEEP_SOON, CELERY_VISIBILITY_TIMEOUT=str(VISIBILITY))
+    start_worker(**LOST_CREATES)
 
     # Then the sweeper's step finds the stray prediction instead of paying for another
     sweep_until_finished(send, [avatar.pk])
@@ -233,18 +240,12 @@ def test_two_lost_creates_nobody_can_tell_apart_are_canceled_as_strays(
     # Given two avatars of one selfie and style whose creates Replicate makes but answers late
     settings.AVATAR_GENERATION_TIMEOUT = 120
     credit_services.grant_credits(user=alice, amount=2)
-    first = make_avatar(alice)
-    ids = [first.pk, make_avatar(alice, session=first.session).pk]
-    pipeline.delay(15, count=2, on="create", after_create=True)
+    ids = make_avatars(alice, 2)
     pipeline.hang(count=2)  # the two lost ones would run on, billed, until canceled
-    worker = start_worker(**SWEEP_SOON, CELERY_VISIBILITY_TIMEOUT=str(VISIBILITY))
-    for avatar_id in ids:
-        send(submit_avatar_task, str(avatar_id), 0)
-    wait_for(lambda: len(pipeline.predictions()) == 2, timeout=30, message="both creates")
 
     # When the worker dies before storing either, each avatar's lookup finds two candidates
-    worker.kill()
-    start_worker(**SWEEP_SOON, CELERY_VISIBILITY_TIMEOUT=str(VISIBILITY))
+    kill_the_worker_before_creates_are_answered(pipeline, start_worker, send, ids)
+    start_worker(**LOST_CREATES)
     sweep_until_finished(send, ids)
 
     # Then neither is adopted (either could be the other's), both avatars succeed anew, and
@@ -268,8 +269,7 @@ def test_a_countdown_longer_than_the_visibility_timeout_is_redelivered_and_finis
     settings.AVATAR_GENERATION_TIMEOUT = 120
     pipeline.configure(latency=6)
     credit_services.grant_credits(user=alice, amount=5)
-    first = make_avatar(alice)
-    ids = [first.pk] + [make_avatar(alice, session=first.session).pk for _ in range(4)]
+    ids = make_avatars(alice, 5)
     long_polls = {
         "AVATAR_POLL_INITIAL_DELAY": "8",
         "AVATAR_POLL_MAX_DELAY": "8",
