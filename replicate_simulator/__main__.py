@@ -43,6 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="prediction creates allowed per minute (default %(default)s)",
     )
     parser.add_argument(
+        "--rate-limit-burst",
+        type=int,
+        default=defaults.rate_limit_burst,
+        metavar="N",
+        help="creates allowed at once (token bucket capacity; default: the rate limit)",
+    )
+    parser.add_argument(
+        "--output-delay",
+        type=float,
+        default=defaults.output_delay,
+        metavar="SECONDS",
+        help="hold every output-file download this long (default %(default)s)",
+    )
+    parser.add_argument(
         "--token", default=None, help="accept only this API token (default: any non-empty token)"
     )
     parser.add_argument(
@@ -71,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "latency": args.latency,
         "retention": args.retention,
         "rate_limit": args.rate_limit,
+        "rate_limit_burst": args.rate_limit_burst,
+        "output_delay": args.output_delay,
         "token": args.token,
         "delivery_base_url": args.delivery_base_url,
     }

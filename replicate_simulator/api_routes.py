@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import problems
+from .durations import parse_duration
 from .http_types import Request, Response
 from .multipart import MultipartError, parse_multipart
 from .scenarios import Scenario
@@ -42,8 +43,17 @@ ROUTES: list[Route] = []
 
 
 def handle_api(sim: Simulator, request: Request) -> Response:
-    """Authenticate, apply queued request scenarios and the rate limit, then run the route."""
+    """Authenticate, apply queued request scenarios and the rate limit, then run the route.
+
+    An outage comes first: it answers every ``/v1`` call (even unauthenticated or unknown
+    ones) without consuming scenarios or rate-limit tokens, as a load balancer in front of
+    a down API would. Output files (``/delivery``) are another service and stay up.
+    """
     route, params = _match(request)
+    if (request.path == "/v1" or request.path.startswith("/v1/")) and sim.in_outage():
+        response = Response.problem(problems.unavailable())
+        response.note = {"endpoint": route.endpoint if route else None, "scenario": "outage"}
+        return response
     if route is None:
         return Response.problem(_unmatched_problem(request))
     if route.auth and not _authorized(sim, request):
@@ -63,8 +73,7 @@ def handle_api(sim: Simulator, request: Request) -> Response:
                 return _noted(Response.dropped(), route.endpoint, scenario)
             drop_after = True  # process the request, then hang up without answering
     if route.endpoint == "create":
-        cfg = sim.config
-        wait = sim.limiter.acquire(cfg.rate_limit, cfg.rate_limit_window)
+        wait = sim.limiter.acquire()
         if wait is not None:
             return _noted(
                 Response.problem(problems.throttled(wait), {"retry-after": str(wait)}),
@@ -153,8 +162,25 @@ def _read_json(request: Request) -> Any:
 _INVALID_JSON = object()
 
 
+def _cancel_after(request: Request) -> float | None:
+    """Seconds in the ``Cancel-After`` header (``ValueError`` if it is not a duration)."""
+    if "cancel-after" not in request.headers:
+        return None
+    return parse_duration(request.header("cancel-after"))
+
+
 def _create(sim: Simulator, request: Request, body: Any, spec_version: Any) -> Response:
-    checked = sim.check_create(*spec_version, body)
+    try:
+        cancel_after = _cancel_after(request)
+    except ValueError:
+        value = request.header("cancel-after")
+        return Response.problem(
+            problems.bad_request(
+                f"Cancel-After header is invalid: {value!r} is not a duration"
+                " (e.g. 30s, 5m, 1m30s, 250ms)."
+            )
+        )
+    checked = sim.check_create(*spec_version, body, cancel_after=cancel_after)
     if not isinstance(checked, CreateRequest):
         return Response.problem(checked)
     prediction = sim.create_prediction(checked)
@@ -285,6 +311,7 @@ def webhook_secret(sim: Simulator, request: Request, params: dict[str, str]) -> 
 
 @_route("GET", r"^/delivery/(?P<id>[^/]+)/(?P<name>[^/]+)$", "output", auth=False)
 def output_file(sim: Simulator, request: Request, params: dict[str, str]) -> Response:
+    sim.hold_download()
     found = sim.output_file(params["id"], params["name"])
     if found is None:
         return Response(

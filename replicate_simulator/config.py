@@ -23,6 +23,10 @@ class SimulatorConfig:
     prediction stays ``starting`` (``None``: 10% of the latency, at most 2 s).
     ``token`` set means only that Bearer token is accepted; ``None`` accepts any.
     ``delivery_base_url`` ``None`` means output files are served from the API's base URL.
+    ``rate_limit`` creates per ``rate_limit_window`` seconds refill a bucket of
+    ``rate_limit_burst`` tokens (``None``: ``rate_limit``, i.e. the whole allowance at once).
+    ``output_delay`` holds every output-file download that long (a slow CDN).
+    ``cancel_after_minimum`` is the shortest ``Cancel-After`` deadline (Replicate: 5 s).
     """
 
     latency: float = 10.0
@@ -31,6 +35,7 @@ class SimulatorConfig:
     file_retention: float = 86400.0
     rate_limit: int = 600
     rate_limit_window: float = 60.0
+    rate_limit_burst: int | None = None
     webhook_retry_schedule: tuple[float, ...] = field(
         default_factory=lambda: DEFAULT_WEBHOOK_RETRY_SCHEDULE
     )
@@ -39,15 +44,30 @@ class SimulatorConfig:
     max_wait: float = 60.0
     token: str | None = None
     delivery_base_url: str | None = None
+    output_delay: float = 0.0
+    cancel_after_minimum: float = 5.0
 
     def __post_init__(self) -> None:
-        for name in ("latency", "retention", "file_retention", "webhook_timeout", "max_wait"):
+        for name in (
+            "latency",
+            "retention",
+            "file_retention",
+            "webhook_timeout",
+            "max_wait",
+            "output_delay",
+            "cancel_after_minimum",
+        ):
             _require_non_negative(name, getattr(self, name))
         if self.start_delay is not None:
             _require_non_negative("start_delay", self.start_delay)
         _require_non_negative("rate_limit_window", self.rate_limit_window)
         if not isinstance(self.rate_limit, int) or self.rate_limit < 1:
             raise ConfigError("rate_limit must be an integer >= 1")
+        burst = self.rate_limit_burst
+        if burst is not None and (
+            not isinstance(burst, int) or isinstance(burst, bool) or burst < 1
+        ):
+            raise ConfigError("rate_limit_burst must be an integer >= 1 or null")
         if not isinstance(self.page_size, int) or self.page_size < 1:
             raise ConfigError("page_size must be an integer >= 1")
         schedule = tuple(self.webhook_retry_schedule)

@@ -51,6 +51,35 @@ class SimulatorControl:
             changes["webhook_retry_schedule"] = list(changes["webhook_retry_schedule"])
         return self._call("PATCH", "/config", json=changes)
 
+    def set_rate_limit(
+        self, rate_limit: int, *, window: float = 60.0, burst: int | None = None
+    ) -> dict[str, Any]:
+        """A token bucket of ``burst`` (default ``rate_limit``) refilled at ``rate_limit``
+        per ``window`` seconds; starts full. Returns all settings."""
+        return self.configure(
+            rate_limit=rate_limit, rate_limit_window=window, rate_limit_burst=burst
+        )
+
+    def set_output_delay(self, seconds: float) -> dict[str, Any]:
+        """Hold every ``/delivery/...`` output download ``seconds`` before answering."""
+        return self.configure(output_delay=seconds)
+
+    def set_cancel_after_minimum(self, seconds: float) -> dict[str, Any]:
+        """The shortest ``Cancel-After`` deadline (Replicate: 5 s); lower it for fast tests."""
+        return self.configure(cancel_after_minimum=seconds)
+
+    def start_outage(self, seconds: float) -> dict[str, Any]:
+        """Every ``/v1`` call answers 503 for ``seconds`` from now (replaces any outage)."""
+        return self._call("POST", "/outage", json={"seconds": seconds})
+
+    def end_outage(self) -> dict[str, Any]:
+        """End the outage now (no-op if there is none)."""
+        return self._call("DELETE", "/outage")
+
+    def outage(self) -> dict[str, Any]:
+        """``{"active": bool, "until": iso or None, "remaining": seconds}``."""
+        return self._call("GET", "/outage")
+
     def models(self) -> list[dict[str, Any]]:
         return self._call("GET", "/models")["models"]
 
@@ -88,6 +117,10 @@ class SimulatorControl:
     def predictions(self) -> list[dict[str, Any]]:
         """Internal view of every prediction, oldest first (includes applied scenarios)."""
         return self._call("GET", "/predictions")["predictions"]
+
+    def prediction(self, prediction_id: str) -> dict[str, Any]:
+        """Internal view of one prediction (scenarios, planned times, ``deadline``)."""
+        return self._call("GET", f"/predictions/{prediction_id}")
 
     def files(self) -> dict[str, Any]:
         """``{"files": [...], "deletions": [...]}`` including deleted files."""

@@ -1,4 +1,4 @@
-"""The control API under ``/_simulator/`` (no auth): scenarios, config, reset and logs."""
+"""The control API under ``/_simulator/`` (no auth): scenarios, config, outages, reset, logs."""
 
 from __future__ import annotations
 
@@ -40,7 +40,10 @@ def _since(request: Request) -> int:
 
 
 def _health(sim: Simulator, request: Request) -> Response:
-    return Response.json(200, {"status": "ok", "base_url": sim.base_url})
+    return Response.json(
+        200,
+        {"status": "ok", "base_url": sim.base_url, "delayed_downloads": sim.delayed_downloads},
+    )
 
 
 def _reset(sim: Simulator, request: Request) -> Response:
@@ -59,6 +62,21 @@ def _set_config(sim: Simulator, request: Request) -> Response:
     if "webhook_retry_schedule" in changes and isinstance(changes["webhook_retry_schedule"], list):
         changes["webhook_retry_schedule"] = tuple(changes["webhook_retry_schedule"])
     return Response.json(200, sim.update_config(changes).to_dict())
+
+
+def _get_outage(sim: Simulator, request: Request) -> Response:
+    return Response.json(200, sim.outage())
+
+
+def _start_outage(sim: Simulator, request: Request) -> Response:
+    data: Any = request.json()
+    if not isinstance(data, dict) or "seconds" not in data:
+        raise ConfigError('outage needs a JSON object {"seconds": N}')
+    return Response.json(200, sim.start_outage(data["seconds"]))
+
+
+def _end_outage(sim: Simulator, request: Request) -> Response:
+    return Response.json(200, sim.end_outage())
 
 
 def _add_scenarios(sim: Simulator, request: Request) -> Response:
@@ -127,6 +145,7 @@ _HANDLERS: dict[str, dict[str, Any]] = {
     "/health": {"GET": _health},
     "/reset": {"POST": _reset},
     "/config": {"GET": _get_config, "POST": _set_config, "PATCH": _set_config},
+    "/outage": {"GET": _get_outage, "POST": _start_outage, "DELETE": _end_outage},
     "/scenarios": {"GET": _list_scenarios, "POST": _add_scenarios, "DELETE": _clear_scenarios},
     "/requests": {"GET": _requests, "DELETE": _clear_requests},
     "/webhooks": {"GET": _webhooks},

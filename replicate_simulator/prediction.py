@@ -37,7 +37,11 @@ class Rendered:
 
 @dataclass
 class Prediction:
-    """State fixed at creation plus the few facts that change (render result, cancel)."""
+    """State fixed at creation plus the few facts that change (render result, cancel).
+
+    ``deadline`` (``created_at`` + the ``Cancel-After`` header) ends a prediction that is
+    still running then: ``aborted`` if it had not started, ``canceled`` if it had.
+    """
 
     id: str
     seq: int
@@ -56,6 +60,7 @@ class Prediction:
     scenarios: tuple[str, ...] = ()
     rendered: Rendered | None = None
     canceled_at: float | None = None
+    deadline: float | None = None
     completion_notified: bool = False
 
     # -- lifecycle -----------------------------------------------------------------
@@ -64,6 +69,12 @@ class Prediction:
         """When the prediction reaches its terminal state, or ``None`` if not (yet) known."""
         if self.canceled_at is not None:
             return self.canceled_at
+        if self.hits_deadline():
+            return self.deadline
+        return self._natural_end()
+
+    def _natural_end(self) -> float | None:
+        """When the model would end it, ignoring cancel and deadline (``None``: not known)."""
         if self.outcome == Outcome.HANG:
             return None
         if self.outcome in Outcome.RENDERING:
@@ -72,9 +83,39 @@ class Prediction:
             return max(self.complete_at, self.rendered.ready_at)
         return self.complete_at
 
+    def hits_deadline(self) -> bool:
+        """Whether the deadline ends it (an end at the deadline itself still counts as done).
+
+        A render still unfinished counts as running: if it finishes before the deadline the
+        answer changes, but only before the deadline, when nobody has seen it end.
+        """
+        if self.deadline is None or self.canceled_at is not None:
+            return False
+        natural = self._natural_end()
+        return natural is None or natural > self.deadline
+
+    def planned_end(self) -> float | None:
+        """The earliest moment it may end by itself (when to look for the final webhook)."""
+        if self.outcome == Outcome.HANG:
+            return self.deadline
+        if self.deadline is not None:
+            return min(self.complete_at, self.deadline)
+        return self.complete_at
+
+    def _never_started(self) -> bool:
+        """Ended (or will end) before ``processing`` began."""
+        if self.outcome == Outcome.ABORTED:
+            return True
+        ended = self.canceled_at
+        if ended is None and self.hits_deadline():
+            ended = self.deadline
+        return ended is not None and ended < self.start_at
+
     def final_status(self) -> str:
         if self.canceled_at is not None:
             return "canceled"
+        if self.hits_deadline():
+            return "aborted" if self._never_started() else "canceled"
         if self.outcome == Outcome.ABORTED:
             return "aborted"
         if self.outcome == Outcome.FAIL or (self.rendered and self.rendered.error):
@@ -85,15 +126,13 @@ class Prediction:
         finished = self.finished_at()
         if finished is not None and now >= finished:
             return self.final_status()
-        if self.outcome != Outcome.ABORTED and now >= self.start_at:
+        if not self._never_started() and now >= self.start_at:
             return "processing"
         return "starting"
 
     def started_at(self, now: float) -> float | None:
         """When ``processing`` began, if it has."""
-        if self.outcome == Outcome.ABORTED or now < self.start_at:
-            return None
-        if self.canceled_at is not None and self.canceled_at < self.start_at:
+        if self._never_started() or now < self.start_at:
             return None
         return self.start_at
 
@@ -197,5 +236,9 @@ class Prediction:
             "planned_start_at": isoformat(self.start_at),
             "planned_completion_at": isoformat(self.complete_at),
             "canceled_at": isoformat(self.canceled_at) if self.canceled_at else None,
+            "cancel_after": (
+                round(self.deadline - self.created_at, 6) if self.deadline is not None else None
+            ),
+            "deadline": isoformat(self.deadline) if self.deadline is not None else None,
             "input": redact_input(self.input),
         }

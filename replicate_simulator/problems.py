@@ -40,6 +40,15 @@ def throttled(wait_seconds: int) -> dict[str, Any]:
     )
 
 
+def unavailable() -> dict[str, Any]:
+    """503 while the API is down (a simulated outage)."""
+    return problem(
+        503,
+        "Service Unavailable",
+        "Replicate is temporarily unavailable. Please try again later.",
+    )
+
+
 def validation_failed(fields: list[InvalidField]) -> dict[str, Any]:
     """422 for input that does not match the model's schema."""
     lines = [f"- {f.field}: {f.description}" if f.field else f"- {f.description}" for f in fields]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -12,15 +14,15 @@ from urllib.parse import urlencode
 
 from . import outcomes
 from .clock import Clock, SystemClock
-from .config import SimulatorConfig
+from .config import ConfigError, SimulatorConfig
 from .files import FileStore
-from .ids import new_id, parse_isoformat
+from .ids import isoformat, new_id, parse_isoformat
 from .imaging import CONTENT_TYPES, SIZES, ImageError, RenderCache
 from .inputs import InputError, InputResolver, netloc_aliases
 from .pagination import decode_cursor, encode_cursor, paginate
 from .prediction import Outcome, Prediction, Rendered
 from .problems import InvalidField, validation_failed
-from .ratelimit import SlidingWindowLimiter
+from .ratelimit import TokenBucket
 from .reqlog import EventLog
 from .scenarios import OUTCOME_KINDS, WEBHOOK_KINDS, Scenario, ScenarioQueue
 from .scheduling import Scheduler
@@ -32,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 _RENDER_RECHECK = 0.05
+# Settings that shape the create limit; changing any of them refills the bucket.
+_RATE_LIMIT_SETTINGS = frozenset({"rate_limit", "rate_limit_window", "rate_limit_burst"})
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class CreateRequest:
     input: dict[str, Any]
     webhook: str | None
     webhook_events: frozenset[str]
+    cancel_after: float | None = None
 
 
 class Simulator:
@@ -64,13 +69,15 @@ class Simulator:
         self._seq = itertools.count(1)
         self._generation = 0
         self._closed = False
+        self._outage_until: float | None = None
+        self._delayed_downloads = 0
         self.base_url = "http://127.0.0.1"
         self.webhook_secret = webhook_secret or new_webhook_secret()
         self.files = FileStore(
             self.clock, lambda: self.base_url, lambda: self.config.file_retention
         )
         self.scenarios = ScenarioQueue()
-        self.limiter = SlidingWindowLimiter(self.clock)
+        self.limiter = TokenBucket(self.clock, *_limits(self._config))
         self.request_log = EventLog()
         self.webhook_log = EventLog()
         self.scheduler = Scheduler(self.clock)
@@ -111,6 +118,8 @@ class Simulator:
     def update_config(self, changes: dict[str, Any]) -> SimulatorConfig:
         with self._lock:
             self._config = self._config.updated(changes)
+            if _RATE_LIMIT_SETTINGS & set(changes):
+                self.limiter.configure(*_limits(self._config))
             self._changed.notify_all()
             return self._config
 
@@ -133,18 +142,89 @@ class Simulator:
             self._generation += 1
             self._predictions.clear()
             self._config = self._initial_config
+            self._outage_until = None
             self._changed.notify_all()
         self.files.clear()
         self.scheduler.clear()
         self.scenarios.clear()
-        self.limiter.reset()
+        self.limiter.configure(*_limits(self._initial_config))
         self.request_log.clear()
         self.webhook_log.clear()
+
+    # -- outage -------------------------------------------------------------------------
+
+    def start_outage(self, seconds: float) -> dict[str, Any]:
+        """Every ``/v1`` call answers 503 for ``seconds`` from now; replaces any outage.
+
+        ``0`` ends it. Predictions keep their own timeline meanwhile: an outage of the API
+        does not stop work already accepted, nor its webhooks.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise ConfigError("seconds must be a number")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ConfigError("seconds must be a finite number >= 0")
+        with self._lock:
+            self._outage_until = self.clock.time() + seconds if seconds > 0 else None
+            return self._outage_view(self.clock.time())
+
+    def end_outage(self) -> dict[str, Any]:
+        return self.start_outage(0)
+
+    def outage(self) -> dict[str, Any]:
+        """``{"active", "until", "remaining"}``."""
+        with self._lock:
+            return self._outage_view(self.clock.time())
+
+    def in_outage(self) -> bool:
+        with self._lock:
+            return self._outage_until is not None and self.clock.time() < self._outage_until
+
+    def _outage_view(self, now: float) -> dict[str, Any]:
+        until = self._outage_until
+        if until is None or now >= until:
+            return {"active": False, "until": None, "remaining": 0.0}
+        return {"active": True, "until": isoformat(until), "remaining": round(until - now, 3)}
+
+    # -- slow downloads -------------------------------------------------------------------
+
+    def hold_download(self) -> None:
+        """Wait ``output_delay`` before an output file is served (a slow CDN).
+
+        Only the calling request thread waits; a reset or shutdown ends the wait early so
+        a slow download never outlives the test that started it.
+        """
+        seconds = self.config.output_delay
+        if seconds <= 0:
+            return
+        # Real time, not ``self.clock``: it is a real thread holding a real socket.
+        deadline = time.monotonic() + seconds
+        with self._changed:
+            generation = self._generation
+            self._delayed_downloads += 1
+            try:
+                while not self._closed and self._generation == generation:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    self._changed.wait(left)
+            finally:
+                self._delayed_downloads -= 1
+
+    @property
+    def delayed_downloads(self) -> int:
+        """Output downloads being held by ``output_delay`` right now."""
+        with self._lock:
+            return self._delayed_downloads
 
     # -- predictions --------------------------------------------------------------------
 
     def check_create(
-        self, spec: ModelSpec, version: str, body: dict[str, Any]
+        self,
+        spec: ModelSpec,
+        version: str,
+        body: dict[str, Any],
+        *,
+        cancel_after: float | None = None,
     ) -> CreateRequest | dict[str, Any]:
         """Validate the input against the model; a problem document if it does not fit."""
         errors: list[InvalidField] = validate_input(spec, body.get("input"))
@@ -157,6 +237,7 @@ class Simulator:
             input=body["input"],
             webhook=body.get("webhook"),
             webhook_events=frozenset(events) if events is not None else frozenset(WEBHOOK_EVENTS),
+            cancel_after=cancel_after,
         )
 
     def create_prediction(self, request: CreateRequest) -> Prediction:
@@ -176,6 +257,9 @@ class Simulator:
             webhook=request.webhook,
             webhook_events=request.webhook_events,
         )
+        if request.cancel_after is not None:
+            # Replicate raises deadlines below its minimum (5 s) rather than refusing them.
+            prediction.deadline = now + max(request.cancel_after, cfg.cancel_after_minimum)
         applied = []
         if scenario := self.scenarios.take_prediction(OUTCOME_KINDS, model):
             self._apply_outcome(prediction, scenario)
@@ -345,6 +429,9 @@ class Simulator:
             )
         with self._changed:
             if self._generation == generation:
+                # Stamped under the lock: a reader that saw the deadline pass while this
+                # render was unfinished must not later see it end earlier, successfully.
+                rendered.ready_at = max(rendered.ready_at, self.clock.time())
                 prediction.rendered = rendered
                 self._changed.notify_all()
 
@@ -366,10 +453,9 @@ class Simulator:
             self.scheduler.schedule(
                 prediction.start_at, lambda: self._progress_webhook(pid, "logs", generation)
             )
-        if prediction.outcome != Outcome.HANG:
-            self.scheduler.schedule(
-                prediction.complete_at, lambda: self._complete_webhook(pid, generation)
-            )
+        end = prediction.planned_end()
+        if end is not None:
+            self.scheduler.schedule(end, lambda: self._complete_webhook(pid, generation))
 
     def _progress_webhook(self, prediction_id: str, event: str, generation: int) -> None:
         """An intermediate event: sent once, never retried, skipped once the end is known."""
@@ -429,6 +515,11 @@ class Simulator:
     def _output_bytes(self, prediction_id: str, name: str) -> bytes | None:
         found = self.output_file(prediction_id, name)
         return found[0] if found else None
+
+
+def _limits(cfg: SimulatorConfig) -> tuple[int, float, int | None]:
+    """The token bucket's rate, window and capacity."""
+    return cfg.rate_limit, cfg.rate_limit_window, cfg.rate_limit_burst
 
 
 def _first(query: dict[str, list[str]], name: str) -> str | None:

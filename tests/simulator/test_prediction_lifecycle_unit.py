@@ -133,3 +133,66 @@ def test_final_webhook_is_scheduled_for_completion_and_retried(sim, clock):
     attempt = wait_for(lambda: sim.webhook_log.entries(), message="first attempt")[0]
     assert (attempt["event"], attempt["attempt"], attempt["status_code"]) == ("completed", 1, None)
     wait_for(lambda: sim.scheduler.pending() == 1, message="retry scheduled")
+
+
+def _create_with_deadline(sim: Simulator, cancel_after: float, **body: object) -> str:
+    checked = sim.check_create(
+        SPEC,
+        "hidden",
+        {"input": {"prompt": "p", "openai_api_key": "k"}, **body},
+        cancel_after=cancel_after,
+    )
+    assert isinstance(checked, CreateRequest)
+    return sim.create_prediction(checked).id
+
+
+def test_a_deadline_before_the_start_aborts(sim, clock):
+    sim.update_config({"cancel_after_minimum": 0})
+    prediction_id = _create_with_deadline(sim, 1.5)  # starts at +2
+
+    clock.advance(1.499)
+    assert sim.get_prediction(prediction_id)["status"] == "starting"
+    clock.advance(0.001)
+    aborted = sim.get_prediction(prediction_id)
+    assert aborted["status"] == "aborted"
+    assert "started_at" not in aborted
+    clock.advance(100)
+    assert sim.get_prediction(prediction_id)["status"] == "aborted"
+
+
+def test_a_deadline_while_processing_cancels_and_sends_the_final_webhook(sim, clock):
+    sim.update_config({"cancel_after_minimum": 0})
+    sim.scenarios.add({"kind": "hang"})
+    prediction_id = _create_with_deadline(
+        sim, 10, webhook="http://127.0.0.1:9/hook", webhook_events_filter=["completed"]
+    )
+
+    clock.advance(9.999)
+    assert sim.scheduler.run_due() == 0
+    assert sim.get_prediction(prediction_id)["status"] == "processing"
+    clock.advance(0.001)
+    canceled = sim.get_prediction(prediction_id)
+    assert canceled["status"] == "canceled"
+    assert canceled["metrics"] == {"total_time": 10.0, "predict_time": 8.0}
+    assert sim.scheduler.run_due() == 1
+    attempt = wait_for(lambda: sim.webhook_log.entries(), message="final webhook")[0]
+    assert attempt["payload"]["status"] == "canceled"
+
+
+def test_a_deadline_after_completion_changes_nothing(sim, clock):
+    sim.update_config({"cancel_after_minimum": 0})
+    prediction_id = _create_with_deadline(sim, 20.5)  # completes at +20
+    wait_for(lambda: _rendered(sim, prediction_id), message="render")
+
+    clock.advance(30)
+
+    assert sim.get_prediction(prediction_id)["status"] == "succeeded"
+
+
+def test_the_minimum_deadline_applies_at_creation(sim, clock):
+    prediction_id = _create_with_deadline(sim, 1)
+
+    clock.advance(4.9)
+    assert sim.get_prediction(prediction_id)["status"] == "processing"
+    clock.advance(0.1)
+    assert sim.get_prediction(prediction_id)["status"] == "canceled"
