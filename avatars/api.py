@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import mimetypes
 import uuid
+from datetime import timedelta
 
+import redis
 from django.conf import settings
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
@@ -18,7 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from avatars import erasure, image_urls, prompts, services
+from avatars import breaker, erasure, image_urls, pacing, prompts, services
 from avatars.models import Avatar, SelfieSession
 from avatars.selfies import InvalidSelfie, prepare_selfie_from_settings
 from config.api_errors import ApiError
@@ -38,10 +41,18 @@ class RefundOutput(serializers.Serializer):
     amount = serializers.IntegerField()
 
 
+class NoticeOutput(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    until = serializers.DateTimeField()
+
+
 class AvatarOutput(serializers.ModelSerializer):
     image_url = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
     refund = serializers.SerializerMethodField()
+    notice = serializers.SerializerMethodField()
+    queue_position = serializers.SerializerMethodField()
 
     class Meta:
         model = Avatar
@@ -55,6 +66,8 @@ class AvatarOutput(serializers.ModelSerializer):
             "height",
             "error",
             "refund",
+            "notice",
+            "queue_position",
             "attempts",
             "created_at",
             "completed_at",
@@ -80,6 +93,39 @@ class AvatarOutput(serializers.ModelSerializer):
             return None
         return {"status": compensation.status, "amount": compensation.amount}
 
+    @extend_schema_field(NoticeOutput(allow_null=True))
+    def get_notice(self, avatar: Avatar) -> dict | None:
+        """Why an unfinished avatar is taking longer: Replicate is having an incident."""
+        if avatar.is_terminal:
+            return None
+        breaker_open = self.context.get("breaker_open")
+        if breaker_open is None:
+            breaker_open = breaker.current_state().open
+        return provider_notice(avatar) if breaker_open else None
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True, min_value=1))
+    def get_queue_position(self, avatar: Avatar) -> int | None:
+        """Its place among avatars waiting for a create slot (1: next), or null."""
+        if avatar.is_terminal:
+            return None
+        try:
+            ahead = pacing.place_in_queue(str(avatar.pk))
+        except redis.RedisError:
+            return None
+        return None if ahead is None else ahead + 1
+
+
+def provider_notice(avatar: Avatar) -> dict:
+    until = avatar.deadline_at or avatar.created_at + timedelta(
+        seconds=settings.AVATAR_GENERATION_TIMEOUT
+    )
+    return {
+        "code": "provider_unavailable",
+        "message": "The image service is having trouble; we keep trying until "
+        f"{timezone.localtime(until):%H:%M}.",
+        "until": until,
+    }
+
 
 def _compensations_for(avatars) -> dict[str, Compensation]:
     references = [avatar.credit_reference for avatar in avatars]
@@ -87,7 +133,11 @@ def _compensations_for(avatars) -> dict[str, Compensation]:
 
 
 def _avatar_context(request: Request, avatars) -> dict:
-    return {"request": request, "compensations": _compensations_for(avatars)}
+    return {
+        "request": request,
+        "compensations": _compensations_for(avatars),
+        "breaker_open": breaker.current_state().open,
+    }
 
 
 class SessionOutput(serializers.ModelSerializer):

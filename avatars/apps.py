@@ -6,4 +6,6 @@ class AvatarsConfig(AppConfig):
     verbose_name = "Avatars"
 
     def ready(self) -> None:
-        from avatars import checks  # noqa: F401  (registers the checks)
+        from avatars import breaker, checks, monitoring  # noqa: F401  (registers the checks)
+
+        breaker.breaker_changed.connect(monitoring.follow_breaker, dispatch_uid="follow-breaker")

@@ -5,6 +5,11 @@ bumping `poll_seq` from the value its message carries (so a duplicate or stale m
 nothing), does at most one Replicate call, and schedules the next step with a countdown. If
 the message is lost, `next_poll_at` falls due and the sweeper re-drives the row.
 
+The provider's limits are waited out, never charged to the avatar: a create waits its turn in
+the account-wide pace (avatars/pacing.py) and an incident waits on the breaker
+(avatars/breaker.py); only real failures of a call spend its retry budget, and every wait
+ends at the generation's deadline.
+
 Lock order everywhere: the avatar row, then (inside credits.services) the compensation row,
 then the credit account row. Network calls never happen while a row lock is held.
 """
@@ -14,7 +19,8 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from datetime import timedelta
+import statistics
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
@@ -24,7 +30,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from avatars import errors, prompts, replicate_client, storage
+from avatars import errors, pacing, prompts, replicate_client, storage
 from avatars.errors import ErrorKind
 from avatars.log_context import bind, log_context
 from avatars.models import Avatar, Prediction
@@ -45,9 +51,22 @@ class Outcome(enum.Enum):
 # --- scheduling ------------------------------------------------------------------------------
 
 
-def _step_lease() -> timedelta:
+# The threads pool ignores Celery's task time limits, so a step is leased for what its own
+# deadlines bound: one call to Replicate. A step that outlives its lease is re-driven, which
+# is harmless: a second read applies nothing twice (the row lock fences it), and a create is
+# fenced by its attempt's marker (`create_sent_at`) for as long as that call can take.
+def step_lease() -> timedelta:
     """How long a claimed step may take before the sweeper may assume it died."""
-    return timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + settings.AVATAR_SWEEP_GRACE)
+    return timedelta(seconds=replicate_client.CALL_DEADLINE_SECONDS)
+
+
+# How long a step waits at most before it asks pacing again (its place may come sooner).
+PACING_RECHECK_SECONDS = 10.0
+# Run times (`predict_time`) the first poll is timed from, and how long they are trusted.
+RUN_TIME_SAMPLE = 200
+RUN_TIME_CACHE_SECONDS = 60.0
+# Until there are any, look again soon: the first results of a fresh deployment count at once.
+NO_RUN_TIMES_CACHE_SECONDS = 5.0
 
 
 def _send_on_commit(task_name: str, avatar_id: UUID | str, seq: int, countdown: float) -> None:
@@ -86,9 +105,54 @@ def _schedule(avatar_id: UUID, seq: int, countdown: float) -> None:
     enqueue_step(avatar_id, seq, countdown)
 
 
+_run_times: dict[str, object] = {"until": None, "first_poll": None}
+
+
+def forget_run_times() -> None:
+    """Drop this process's cached run time (tests; a changed model)."""
+    _run_times.update(until=None, first_poll=None)
+
+
+def first_poll_delay() -> float:
+    """When a prediction's result may first exist: the 10th percentile of recent run times.
+
+    Cached per process for a minute; `AVATAR_POLL_FIRST_DELAY` until there are any (then
+    looked for again every few seconds).
+    """
+    now = timezone.now()
+    if _run_times["until"] is None or now >= _run_times["until"]:
+        recent = list(
+            Prediction.objects.filter(status="succeeded", predict_time__isnull=False)
+            .order_by("-completed_at")
+            .values_list("predict_time", flat=True)[:RUN_TIME_SAMPLE]
+        )
+        first = settings.AVATAR_POLL_FIRST_DELAY
+        if len(recent) >= 2:
+            first = statistics.quantiles(recent, n=10, method="inclusive")[0]
+        elif recent:
+            first = recent[0]
+        cached = RUN_TIME_CACHE_SECONDS if recent else NO_RUN_TIMES_CACHE_SECONDS
+        _run_times.update(
+            until=now + timedelta(seconds=cached),
+            first_poll=min(first, settings.AVATAR_POLL_MAX_DELAY),
+        )
+    return float(_run_times["first_poll"])
+
+
 def poll_delay(*, elapsed: float, webhooks: bool) -> float:
-    """Exponential polling: the delay doubles with the time already waited (2, 2, 4, 8, ... 30)."""
-    delay = min(settings.AVATAR_POLL_MAX_DELAY, max(settings.AVATAR_POLL_INITIAL_DELAY, elapsed))
+    """The first read when a result may first exist, then exponential backoff from there.
+
+    With run times near their 10th percentile, reads come at about p10, +2, +4, +8 s: a result
+    is seen soon after it exists, in about five reads at most.
+    """
+    first = first_poll_delay()
+    if elapsed < first:
+        delay = first - elapsed
+    else:
+        since_first = elapsed - first
+        delay = min(
+            settings.AVATAR_POLL_MAX_DELAY, max(settings.AVATAR_POLL_INITIAL_DELAY, since_first)
+        )
     if webhooks:
         delay = min(settings.AVATAR_POLL_MAX_DELAY, delay * settings.AVATAR_WEBHOOK_POLL_FACTOR)
     return delay * (1 + random.random() * settings.AVATAR_POLL_JITTER)
@@ -141,6 +205,14 @@ def _finish_locked(avatar: Avatar, status: str, kind: ErrorKind, detail: str) ->
         detail,
         extra={"error_code": kind.code},
     )
+    transaction.on_commit(lambda: _leave_pacing_queue(avatar.pk))
+
+
+def _leave_pacing_queue(avatar_id: UUID) -> None:
+    try:
+        pacing.leave_queue(str(avatar_id))
+    except Exception:
+        logger.warning("avatar %s: could not leave the pacing queue", avatar_id, exc_info=True)
 
 
 def _lock(avatar_id: UUID | str) -> Avatar:
@@ -283,6 +355,14 @@ def _apply_locked(
     if state.status == "failed":
         kind = errors.classify_prediction_error(state.error)
         if kind.retryable and avatar.attempts < settings.AVATAR_MAX_ATTEMPTS:
+            if _seconds_left(avatar) < settings.AVATAR_MIN_ATTEMPT_SECONDS:
+                _finish_locked(
+                    avatar,
+                    Avatar.Status.FAILED,
+                    kind,
+                    f"prediction {state.id}: {state.error}; too little time left for another",
+                )
+                return Outcome.DONE, False
             logger.info(
                 "avatar %s: attempt %s failed (%s), starting another",
                 avatar.pk,
@@ -296,6 +376,10 @@ def _apply_locked(
             return Outcome.NEXT_ATTEMPT, False
         _finish_locked(avatar, Avatar.Status.FAILED, kind, f"prediction {state.id}: {state.error}")
         return Outcome.DONE, False
+    if _seconds_left(avatar) <= CANCEL_AFTER_SLACK_SECONDS:
+        # Replicate ended it at the `Cancel-After` we sent: our deadline.
+        _finish_locked(avatar, Avatar.Status.FAILED, errors.TIMEOUT, _timeout_detail(avatar))
+        return Outcome.DONE, False
     # Canceled or aborted by someone else: our own cancels end the avatar before they are sent.
     _finish_locked(
         avatar, Avatar.Status.CANCELED, errors.CANCELED, f"prediction {state.id} {state.status}"
@@ -303,12 +387,66 @@ def _apply_locked(
     return Outcome.DONE, False
 
 
+# Replicate's clock and ours, and its cancel and our read, may differ by this much.
+CANCEL_AFTER_SLACK_SECONDS = 5.0
+
+
+def _seconds_left(avatar: Avatar) -> float:
+    if avatar.deadline_at is None:
+        return settings.AVATAR_GENERATION_TIMEOUT
+    return (avatar.deadline_at - timezone.now()).total_seconds()
+
+
+def _timeout_detail(avatar: Avatar) -> str:
+    return f"no result within {settings.AVATAR_GENERATION_TIMEOUT:g} s (attempt {avatar.attempts})"
+
+
+def record_reported_state(avatar_id: UUID | str, state: PredictionState) -> bool:
+    """Keep what a webhook reported for the worker to apply; True if the worker should look now.
+
+    No download and no row lock here: the webhook's request stays short, and the worker's
+    step applies the recorded state exactly as it would a read.
+    """
+    if not state.is_terminal:
+        return False
+    updated = (
+        Prediction.objects.filter(
+            avatar_id=avatar_id,
+            prediction_id=state.id,
+            avatar__status__in=ACTIVE,
+            number=F("avatar__attempts"),
+        )
+        .exclude(status__in=replicate_client.TERMINAL_STATUSES)
+        .update(
+            status=state.status,
+            error=state.error or "",
+            predict_time=state.predict_time,
+            output_url=(state.output_url or "")[:1000],
+            reported_at=timezone.now(),
+        )
+    )
+    return bool(updated)
+
+
+def _reported_state(prediction: Prediction) -> PredictionState | None:
+    """What a webhook reported and no step has applied yet, as a read would have shown it."""
+    if prediction.reported_at is None:
+        return None
+    return PredictionState(
+        id=prediction.prediction_id,
+        status=prediction.status,
+        output=prediction.output_url or None,
+        error=prediction.error or None,
+        metrics={"predict_time": prediction.predict_time} if prediction.predict_time else {},
+    )
+
+
 # --- the step --------------------------------------------------------------------------------
 
 
 def _claim(avatar_id: UUID | str, seq: int) -> Avatar | None:
     """Take the step numbered `seq`, or None if it is stale, duplicated or the avatar ended."""
-    lease_until = timezone.now() + _step_lease()
+    lease_until = timezone.now() + step_lease()
     claimed = Avatar.objects.filter(pk=avatar_id, poll_seq=seq, status__in=ACTIVE).update(
         poll_seq=F("poll_seq") + 1, next_poll_at=lease_until
     )
@@ -322,45 +460,68 @@ def advance_generation(avatar_id: UUID | str, seq: int) -> None:
     avatar = _claim(avatar_id, seq)
     if avatar is None:
         return
-    if avatar.status == Avatar.Status.QUEUED:
+    if avatar.deadline_at is None:
         avatar = _start(avatar)
-        if avatar.status != Avatar.Status.RUNNING:
-            return  # canceled between the claim and the start
     bind(attempt=avatar.attempts)
-    if avatar.deadline_at and timezone.now() >= avatar.deadline_at:
-        end_generation(
-            avatar.pk,
-            errors.TIMEOUT,
-            f"no result within {settings.AVATAR_GENERATION_TIMEOUT:g} s "
-            f"(attempt {avatar.attempts})",
-        )
-        return
     prediction = _current_prediction(avatar)
     if prediction is None:
-        _create_prediction(avatar)
+        if _seconds_left(avatar) <= 0:
+            end_generation(avatar.pk, errors.TIMEOUT, _timeout_detail(avatar))
+        else:
+            _create_prediction(avatar)
         return
     bind(prediction_id=prediction.prediction_id)
-    try:
-        state = replicate_client.get_prediction(prediction.prediction_id)
-    except ReplicateCallError as exc:
-        _after_call_error(avatar, exc)
-        return
-    if avatar.api_retries:
-        Avatar.objects.filter(pk=avatar.pk).update(api_retries=0)
+    _poll_prediction(avatar, prediction)
+
+
+def _poll_prediction(avatar: Avatar, prediction: Prediction) -> None:
+    """Read the prediction (or what its webhook reported) and apply it.
+
+    A failed read of a running prediction is not a failed generation: the next read comes
+    later. Past the deadline, the read is the last one: a result that exists is still kept.
+    """
+    state = _reported_state(prediction)
+    if state is None:
+        try:
+            state = replicate_client.get_prediction(prediction.prediction_id)
+        except ReplicateCallError as exc:
+            _after_read_error(avatar, prediction, exc)
+            return
     outcome = apply_prediction_state(avatar.pk, state)
     if outcome is Outcome.NEXT_ATTEMPT:
-        _schedule(avatar.pk, avatar.poll_seq, 0)
+        _schedule(avatar.pk, avatar.poll_seq, retry_delay(retries=1, retry_after=None))
     elif outcome is Outcome.CONTINUE:
-        elapsed = (timezone.now() - prediction.created_at).total_seconds()
-        delay = poll_delay(elapsed=elapsed, webhooks=webhook_url(avatar.pk) is not None)
-        remaining = (avatar.deadline_at - timezone.now()).total_seconds()
-        _schedule(avatar.pk, avatar.poll_seq, min(delay, max(remaining, 0) + 0.05))
+        if _seconds_left(avatar) <= 0:
+            end_generation(avatar.pk, errors.TIMEOUT, _timeout_detail(avatar))
+        else:
+            _schedule_within_deadline(avatar, _next_poll_delay(avatar, prediction))
+
+
+def _after_read_error(avatar: Avatar, prediction: Prediction, exc: ReplicateCallError) -> None:
+    if not exc.retryable:
+        end_generation(avatar.pk, exc.kind, f"Replicate call failed: {exc.detail}")
+    elif _seconds_left(avatar) <= 0:
+        end_generation(avatar.pk, errors.TIMEOUT, f"{_timeout_detail(avatar)}; {exc.detail}")
+    else:
+        logger.warning("avatar %s: could not read its prediction: %s", avatar.pk, exc.detail)
+        delay = max(_next_poll_delay(avatar, prediction), exc.retry_after or 0)
+        _schedule_within_deadline(avatar, delay)
+
+
+def _next_poll_delay(avatar: Avatar, prediction: Prediction) -> float:
+    elapsed = (timezone.now() - prediction.created_at).total_seconds()
+    return poll_delay(elapsed=elapsed, webhooks=webhook_url(avatar.pk) is not None)
+
+
+def _schedule_within_deadline(avatar: Avatar, delay: float) -> None:
+    """Schedule the next step, no later than just after the deadline (for the last read)."""
+    _schedule(avatar.pk, avatar.poll_seq, min(delay, max(_seconds_left(avatar), 0) + 0.05))
 
 
 def _start(avatar: Avatar) -> Avatar:
+    """Start the clock. The avatar stays queued until Replicate has accepted its prediction."""
     now = timezone.now()
-    Avatar.objects.filter(pk=avatar.pk, status=Avatar.Status.QUEUED).update(
-        status=Avatar.Status.RUNNING,
+    Avatar.objects.filter(pk=avatar.pk, deadline_at__isnull=True).update(
         attempts=1,
         submitted_at=now,
         deadline_at=now + timedelta(seconds=settings.AVATAR_GENERATION_TIMEOUT),
@@ -368,8 +529,21 @@ def _start(avatar: Avatar) -> Avatar:
     return Avatar.objects.get(pk=avatar.pk)
 
 
-def _after_call_error(avatar: Avatar, exc: ReplicateCallError) -> None:
-    """Retry a transient failure with backoff within the budget; otherwise end the avatar."""
+def _after_create_error(avatar: Avatar, exc: ReplicateCallError) -> None:
+    """Wait out a 429 or an incident; retry a real failure within the budget; else end it."""
+    if exc.kind is errors.PROVIDER_RATE_LIMITED:
+        rate = _record_throttled(exc.retry_after)
+        logger.info(
+            "avatar %s: Replicate asked to wait %s s; creates now paced at %.2f a second",
+            avatar.pk,
+            exc.retry_after,
+            rate,
+        )
+        _wait_or_time_out(avatar, exc.retry_after or 1.0, exc)
+        return
+    if exc.incident:
+        _wait_or_time_out(avatar, exc.retry_after or 1.0, exc)
+        return
     retries = avatar.api_retries + 1
     if exc.retryable and retries <= settings.AVATAR_API_MAX_RETRIES:
         Avatar.objects.filter(pk=avatar.pk).update(api_retries=retries)
@@ -381,9 +555,27 @@ def _after_call_error(avatar: Avatar, exc: ReplicateCallError) -> None:
             retries,
             delay,
         )
-        _schedule(avatar.pk, avatar.poll_seq, delay)
+        _wait_or_time_out(avatar, delay, exc)
         return
     end_generation(avatar.pk, exc.kind, f"Replicate call failed: {exc.detail}")
+
+
+def _record_throttled(retry_after: float | None) -> float:
+    try:
+        return pacing.record_throttled(retry_after)
+    except Exception:
+        logger.warning("could not record a 429 in the shared pace", exc_info=True)
+        return 0.0
+
+
+def _wait_or_time_out(avatar: Avatar, delay: float, cause: ReplicateCallError | None) -> None:
+    """Try again after `delay`, unless the deadline comes first: then it times out, refunded."""
+    left = _seconds_left(avatar)
+    if left <= delay:
+        detail = _timeout_detail(avatar)
+        end_generation(avatar.pk, errors.TIMEOUT, f"{detail}; {cause.detail}" if cause else detail)
+        return
+    _schedule(avatar.pk, avatar.poll_seq, delay)
 
 
 def _selfie_reference(avatar: Avatar) -> tuple[str, str]:
@@ -395,38 +587,108 @@ def _selfie_reference(avatar: Avatar) -> tuple[str, str]:
     return image, uploaded.id if uploaded else ""
 
 
+# A create phase holds its fence for as long as its calls can take (an upload, then the create),
+# so a step re-driven meanwhile never sends a second create; it looks again this often.
+CREATE_FENCE_SECONDS = 2 * replicate_client.CALL_DEADLINE_SECONDS
+FENCE_RECHECK_SECONDS = 2.0
+
+
+def _fence_create(avatar: Avatar) -> datetime | None:
+    """Hold this avatar's create fence; None when taken, else until when another step holds it."""
+    now = timezone.now()
+    taken = (
+        Avatar.objects.filter(pk=avatar.pk, poll_seq=avatar.poll_seq)
+        .filter(Q(create_fenced_until__isnull=True) | Q(create_fenced_until__lte=now))
+        .update(create_fenced_until=now + timedelta(seconds=CREATE_FENCE_SECONDS))
+    )
+    if taken:
+        return None
+    held = Avatar.objects.values_list("create_fenced_until", flat=True).get(pk=avatar.pk)
+    return held or now
+
+
+def _release_create_fence(avatar: Avatar) -> None:
+    """Only the step that holds the fence (its `poll_seq` still current) releases it."""
+    Avatar.objects.filter(pk=avatar.pk, poll_seq=avatar.poll_seq).update(create_fenced_until=None)
+
+
 def _create_prediction(avatar: Avatar) -> None:
     """Create the current attempt's prediction, unless an earlier try already did."""
+    held_until = _fence_create(avatar)
+    if held_until is not None:
+        wait = (held_until - timezone.now()).total_seconds()
+        _schedule(avatar.pk, avatar.poll_seq, min(max(wait, 0.05), FENCE_RECHECK_SECONDS))
+        return
+    try:
+        _create_within_fence(avatar)
+    finally:
+        _release_create_fence(avatar)
+
+
+def _create_within_fence(avatar: Avatar) -> None:
     webhook = webhook_url(avatar.pk)
     file_id = ""
+    found = False
     try:
         state = _find_lost_prediction(avatar, webhook) if avatar.create_sent_at else None
+        found = state is not None
         if state is None:
             if avatar.session.is_expired():
                 end_generation(avatar.pk, errors.INTERNAL, "the selfie was deleted before use")
+                return
+            if not _take_create_turn(avatar):
                 return
             image, file_id = _selfie_reference(avatar)
             state = _send_create(avatar, image, webhook)
             if state is None:
                 forget_input_file(file_id)
                 return
+            _record_created()
     except ReplicateCallError as exc:
         if not exc.outcome_unknown:
             forget_input_file(file_id)
-        _after_call_error(avatar, exc)
+        _after_create_error(avatar, exc)
         return
     try:
         stored = _store_prediction(avatar, state, file_id)
     except IntegrityError:
-        # Another avatar stored this prediction first: it was not ours. Look again later.
-        logger.warning("avatar %s: prediction %s belongs to another avatar", avatar.pk, state.id)
-        _schedule(avatar.pk, avatar.poll_seq, retry_delay(retries=1, retry_after=None))
+        if found:
+            # Another avatar stored this prediction first: it was not ours. Look again later.
+            logger.warning(
+                "avatar %s: prediction %s belongs to another avatar", avatar.pk, state.id
+            )
+            _schedule(avatar.pk, avatar.poll_seq, retry_delay(retries=1, retry_after=None))
+        else:
+            # This attempt already has its prediction: one per attempt, so this one is stopped.
+            logger.warning("avatar %s: extra prediction %s canceled", avatar.pk, state.id)
+            cancel_prediction_quietly(state.id)
+            forget_input_file(file_id)
         return
     if not stored:
         return
     bind(prediction_id=state.id)
     logger.info("avatar %s: attempt %s is prediction %s", avatar.pk, avatar.attempts, state.id)
-    _schedule(avatar.pk, avatar.poll_seq, poll_delay(elapsed=0, webhooks=webhook is not None))
+    _schedule_within_deadline(avatar, poll_delay(elapsed=0, webhooks=webhook is not None))
+
+
+def _take_create_turn(avatar: Avatar) -> bool:
+    """Wait for this avatar's turn in the account-wide pace; False when it must wait (scheduled)."""
+    try:
+        turn = pacing.take_turn(str(avatar.pk), submitted_at=avatar.created_at.timestamp())
+    except Exception:
+        logger.warning("avatar %s: pacing unreachable, creating unpaced", avatar.pk, exc_info=True)
+        return True
+    if turn.granted:
+        return True
+    _wait_or_time_out(avatar, min(turn.wait, PACING_RECHECK_SECONDS), None)
+    return False
+
+
+def _record_created() -> None:
+    try:
+        pacing.record_created()
+    except Exception:
+        logger.warning("could not record a create in the shared pace", exc_info=True)
 
 
 def model_input(avatar: Avatar, image: str) -> dict:
@@ -445,14 +707,18 @@ def _send_create(avatar: Avatar, image: str, webhook: str | None) -> PredictionS
     # Marked before sending (the first time only, so a lookup covers every earlier try): if we
     # never learn the outcome, the next step looks for the prediction before creating another.
     first_try = avatar.create_sent_at is None
+    now = timezone.now()
     still_active = Avatar.objects.filter(pk=avatar.pk, status__in=ACTIVE).update(
-        create_sent_at=Coalesce(F("create_sent_at"), timezone.now())
+        create_sent_at=Coalesce(F("create_sent_at"), now)
     )
     if not still_active:
         return None
     try:
         return replicate_client.create_prediction(
-            model=settings.REPLICATE_MODEL, input=model_input(avatar, image), webhook=webhook
+            model=settings.REPLICATE_MODEL,
+            input=model_input(avatar, image),
+            webhook=webhook,
+            cancel_after=_seconds_left(avatar),
         )
     except ReplicateCallError as exc:
         if first_try and not exc.outcome_unknown:
@@ -494,9 +760,10 @@ def _store_prediction(avatar: Avatar, state: PredictionState, file_id: str) -> b
                 status=state.status,
                 input_file_id=file_id,
             )
+            locked.status = Avatar.Status.RUNNING
             locked.create_sent_at = None
             locked.api_retries = 0
-            locked.save(update_fields=["create_sent_at", "api_retries"])
+            locked.save(update_fields=["status", "create_sent_at", "api_retries"])
             return True
     # Canceled (or timed out) while we were creating it: stop paying for it.
     cancel_prediction_quietly(state.id)
@@ -528,7 +795,7 @@ def sweep_avatars(*, batch_size: int = 500) -> dict[str, int]:
     now = timezone.now()
     overdue = now - timedelta(seconds=settings.AVATAR_SWEEP_GRACE)
     # Past its deadline by more than a step may take: no step is going to end it any more.
-    hard_deadline = now - _step_lease()
+    hard_deadline = now - step_lease()
     never_started = timedelta(seconds=settings.AVATAR_GENERATION_TIMEOUT)
     counts = {"redriven": 0, "timed_out": 0, "errors": 0}
     ended: list[Prediction] = []
@@ -555,7 +822,7 @@ def sweep_avatars(*, batch_size: int = 500) -> dict[str, int]:
                         counts["timed_out"] += 1
                         continue
                     avatar.poll_seq += 1
-                    avatar.next_poll_at = now + _step_lease()
+                    avatar.next_poll_at = now + step_lease()
                     avatar.save(update_fields=["poll_seq", "next_poll_at"])
                     enqueue_step(avatar.pk, avatar.poll_seq)
                     counts["redriven"] += 1

@@ -11,7 +11,6 @@ import hmac
 import logging
 import statistics
 from datetime import timedelta
-from functools import lru_cache
 
 import redis
 from django.conf import settings
@@ -21,22 +20,19 @@ from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from avatars import breaker, pacing
 from avatars.models import Avatar
+from avatars.shared_state import shared_redis
 
 logger = logging.getLogger(__name__)
 
 REPLICATE_CALLS_KEY = "avatars:metrics:replicate_calls"
 
 
-@lru_cache(maxsize=4)
-def _redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-
-
 def record_replicate_call(endpoint: str, outcome: str) -> None:
     """Count one call to Replicate; never let counting break the call itself."""
     try:
-        _redis(settings.REDIS_URL).hincrby(REPLICATE_CALLS_KEY, f"{endpoint}|{outcome}", 1)
+        shared_redis().hincrby(REPLICATE_CALLS_KEY, f"{endpoint}|{outcome}", 1)
     except redis.RedisError:
         logger.debug("could not count a Replicate call", exc_info=True)
 
@@ -70,7 +66,7 @@ class ServiceCollector:
         )
         queue = GaugeMetricFamily("celery_queue_depth", "Messages waiting in the task queue")
         try:
-            client = _redis(settings.REDIS_URL)
+            client = shared_redis()
             for key, value in sorted(client.hgetall(REPLICATE_CALLS_KEY).items()):
                 endpoint, _, outcome = key.decode().partition("|")
                 calls.add_metric([endpoint, outcome], int(value))
@@ -79,6 +75,26 @@ class ServiceCollector:
             logger.warning("metrics: Redis unreachable", exc_info=True)
         yield calls
         yield queue
+        yield from _provider_gauges()
+
+
+def _provider_gauges():
+    """The breaker's state and the pace creates keep, shared by every process through Redis."""
+    state = breaker.current_state()
+    opened = GaugeMetricFamily("replicate_breaker_open", "1 while Replicate calls are held back")
+    opened.add_metric([], 1 if state.open else 0)
+    yield opened
+    rate = GaugeMetricFamily(
+        "replicate_create_rate_per_minute", "Creates a minute the account-wide pace allows now"
+    )
+    waiting = GaugeMetricFamily("avatar_create_queue", "Avatars waiting for a create slot")
+    try:
+        rate.add_metric([], pacing.current_rate() * 60)
+        waiting.add_metric([], pacing.waiting_count())
+    except redis.RedisError:
+        logger.warning("metrics: Redis unreachable", exc_info=True)
+    yield rate
+    yield waiting
 
 
 def _completion_seconds_last_hour() -> list[float]:

@@ -89,6 +89,8 @@ class Avatar(models.Model):
     # Set just before a create is sent for the current attempt and cleared once its prediction
     # is stored: if a step finds it set, the create's outcome is unknown and must be looked up.
     create_sent_at = models.DateTimeField(null=True, blank=True)
+    # Held by the step creating this attempt's prediction: no other step creates meanwhile.
+    create_fenced_until = models.DateTimeField(null=True, blank=True)
     deadline_at = models.DateTimeField(null=True, blank=True)
     image = models.ImageField(upload_to=avatar_upload_to, blank=True)
     width = models.PositiveIntegerField(null=True, blank=True)
@@ -160,6 +162,8 @@ class Prediction(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
     predict_time = models.FloatField(null=True, blank=True)
+    # When a webhook reported the state above: the worker applies it without reading again.
+    reported_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

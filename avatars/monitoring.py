@@ -1,4 +1,4 @@
-"""Alert rules, checked by celery-beat every five minutes.
+"""Alert rules, checked by celery-beat every five minutes (and the breaker's at once).
 
 A firing rule has one open `Alert` row (the database refuses a second), logged at CRITICAL and
 mailed to ADMINS when it opens; later checks only count it, and it is resolved as soon as its
@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from avatars import breaker
 from avatars.models import Alert, Avatar
 from credits.audit import find_ledger_problems
 from credits.models import Compensation
@@ -69,8 +70,9 @@ def content_policy_spike(now: datetime) -> str | None:
 
 
 def queued_too_long(now: datetime) -> str | None:
+    # Claimed avatars (a deadline set) are waiting their turn in the pace, not for a worker.
     count = Avatar.objects.filter(
-        status=Avatar.Status.QUEUED, created_at__lt=now - QUEUED_TOO_LONG
+        status=Avatar.Status.QUEUED, deadline_at__isnull=True, created_at__lt=now - QUEUED_TOO_LONG
     ).count()
     if count:
         return f"{count} avatar(s) queued for over 5 minutes: are the worker and Redis up?"
@@ -93,7 +95,16 @@ def ledger_mismatch(now: datetime) -> str | None:
     return None
 
 
+def provider_unavailable(now: datetime) -> str | None:
+    state = breaker.current_state()
+    if not state.open:
+        return None
+    since = state.opened_at.strftime("%H:%M:%S UTC") if state.opened_at else "a moment ago"
+    return f"Replicate is failing (breaker open since {since}); generations are waiting it out"
+
+
 RULES = [
+    Rule("provider_unavailable", Alert.Severity.CRITICAL, provider_unavailable),
     Rule("provider_auth", Alert.Severity.CRITICAL, provider_auth_failures),
     Rule("failure_rate", Alert.Severity.CRITICAL, high_failure_rate),
     Rule("content_policy_spike", Alert.Severity.WARNING, content_policy_spike),
@@ -129,15 +140,25 @@ def _resolve(rule: Rule, now: datetime) -> None:
         logger.info("alert %s resolved", rule.name, extra={"alert": rule.name})
 
 
+def _evaluate(rule: Rule, now: datetime) -> bool:
+    message = rule.check(now)
+    if message:
+        _fire(rule, message, now)
+    else:
+        _resolve(rule, now)
+    return bool(message)
+
+
+def follow_breaker(sender=None, **kwargs) -> None:
+    """The breaker opened or closed: its alert follows at once, not at the next check."""
+    rule = next(rule for rule in RULES if rule.name == "provider_unavailable")
+    try:
+        _evaluate(rule, timezone.now())
+    except Exception:
+        logger.warning("could not update the provider_unavailable alert", exc_info=True)
+
+
 def check_alerts(now: datetime | None = None) -> list[str]:
     """Evaluate every rule; returns the names of those firing."""
     now = now or timezone.now()
-    firing = []
-    for rule in RULES:
-        message = rule.check(now)
-        if message:
-            _fire(rule, message, now)
-            firing.append(rule.name)
-        else:
-            _resolve(rule, now)
-    return firing
+    return [rule.name for rule in RULES if _evaluate(rule, now)]

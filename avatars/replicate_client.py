@@ -9,8 +9,11 @@ Deliberate choices about the client (replicate 1.0.7):
   countdowns in Celery, never sleeps inside a worker.
 - `files.create` sends `timeout=None`; our transport replaces missing timeouts with ours.
 - The client's Prediction model can not parse `status: aborted` (pydantic fails) and drops
-  `data_removed` and `webhook`. Reads and cancels therefore take the response JSON as it is
-  (the client's `_request`: same auth, transport and error handling) and parse it here.
+  `data_removed` and `webhook`, and its create can not send headers (`Cancel-After`) nor show
+  them (`Retry-After`). Creates, reads and cancels therefore go through the client's own httpx
+  client (same auth and transport) and their JSON is parsed here.
+- Every call passes the circuit breaker (avatars/breaker.py): while Replicate is having an
+  incident, calls are held back (a `ReplicateCallError` with `incident` set) instead of sent.
 """
 
 from __future__ import annotations
@@ -39,13 +42,18 @@ from replicate.webhook import (
     WebhookValidationError,
 )
 
-from avatars import errors
+from avatars import breaker, errors
 from avatars.errors import ErrorKind
 from avatars.metrics import record_replicate_call
 
 logger = logging.getLogger(__name__)
 
-TIMEOUT = httpx.Timeout(20.0, connect=5.0)
+# Replicate answers API calls in well under a second; these bound one call when it does not,
+# tightly enough that a step leased for one call is re-driven soon after its worker died.
+TIMEOUT = httpx.Timeout(connect=2.0, read=7.0, write=5.0, pool=1.0)
+# The longest one call can take (waiting for a connection, opening it, sending, answering):
+# steps are leased for it, and a create is fenced for it.
+CALL_DEADLINE_SECONDS = TIMEOUT.pool + TIMEOUT.connect + TIMEOUT.write + TIMEOUT.read
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
 # Replicate's statuses are short words; a longer one is not a prediction object of theirs.
 STATUS_MAX_LENGTH = 16
@@ -65,6 +73,7 @@ class ReplicateCallError(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         outcome_unknown: bool = False,
+        incident: bool = False,
     ):
         super().__init__(detail)
         self.detail = detail
@@ -74,6 +83,9 @@ class ReplicateCallError(Exception):
         self.retry_after = retry_after
         # The request may have reached Replicate and done its work (a create that timed out).
         self.outcome_unknown = outcome_unknown
+        # Replicate is having an incident (the breaker is open): nobody's call failed, so this
+        # spends no retry budget; `retry_after` says when the breaker may let a call through.
+        self.incident = incident
 
 
 class InvalidWebhook(Exception):
@@ -148,18 +160,30 @@ def _client() -> replicate.Client:
 _THROTTLE_DELAY = re.compile(r"available in\s+(\d+(?:\.\d+)?)\s*second", re.I)
 
 
-def _translate(exc: Exception, *, sent_may_have_happened: bool) -> ReplicateCallError:
+def _throttle_delay(exc: ReplicateError, retry_after_header: str | None) -> float | None:
+    """The wait a 429 gave: its `Retry-After` header, or its body's "available in N seconds"."""
+    if retry_after_header:
+        try:
+            return max(0.0, float(retry_after_header))
+        except ValueError:
+            pass  # an HTTP date, or garbage: the body may still say
+    match = _THROTTLE_DELAY.search(exc.detail or "")
+    return float(match.group(1)) if match else None
+
+
+def _translate(
+    exc: Exception, *, sent_may_have_happened: bool, retry_after_header: str | None = None
+) -> ReplicateCallError:
     if isinstance(exc, ReplicateError):
         status = exc.status or 0
         detail = f"HTTP {status}: {exc.title or ''} {exc.detail or ''}".strip()
         if status == 429:
-            match = _THROTTLE_DELAY.search(exc.detail or "")
             return ReplicateCallError(
                 detail,
                 kind=errors.PROVIDER_RATE_LIMITED,
                 retryable=True,
                 status=status,
-                retry_after=float(match.group(1)) if match else None,
+                retry_after=_throttle_delay(exc, retry_after_header),
             )
         if status >= 500:
             # A gateway error may come after Replicate did the work: a create is then unknown.
@@ -192,18 +216,43 @@ def _translate(exc: Exception, *, sent_may_have_happened: bool) -> ReplicateCall
     return ReplicateCallError(f"{type(exc).__name__}: {exc}", kind=errors.INTERNAL, retryable=False)
 
 
-def _counted(endpoint: str):
-    """Count each call by endpoint and outcome (`ok`, an HTTP status, or `network`)."""
+def _is_transient(exc: ReplicateCallError) -> bool:
+    """A failure that says Replicate (or the way to it) is down, not that the request was bad."""
+    return exc.retryable and exc.kind is errors.PROVIDER_UNAVAILABLE
+
+
+def _guarded(endpoint: str):
+    """Pass the breaker, then count the call by endpoint and outcome (`ok`, a status, `network`).
+
+    Transient failures feed the breaker; any other answer tells it Replicate is up.
+    """
 
     def decorate(function):
         @functools.wraps(function)
         def call(*args, **kwargs):
+            admission = breaker.admit()
+            if not admission.allowed:
+                raise ReplicateCallError(
+                    "held back: Replicate is having an incident",
+                    kind=errors.PROVIDER_UNAVAILABLE,
+                    retryable=True,
+                    retry_after=admission.wait,
+                    incident=True,
+                )
             try:
                 result = function(*args, **kwargs)
             except ReplicateCallError as exc:
                 record_replicate_call(endpoint, str(exc.status) if exc.status else "network")
+                if _is_transient(exc):
+                    wait = breaker.record_failure()
+                    if wait is not None:
+                        exc.incident = True
+                        exc.retry_after = max(exc.retry_after or 0, wait)
+                else:
+                    breaker.record_answer()
                 raise
             record_replicate_call(endpoint, "ok")
+            breaker.record_answer()
             return result
 
         return call
@@ -211,67 +260,65 @@ def _counted(endpoint: str):
     return decorate
 
 
-def _state_of(prediction: Any) -> PredictionState:
-    return PredictionState(
-        id=prediction.id,
-        status=prediction.status,
-        output=prediction.output,
-        error=str(prediction.error) if prediction.error else None,
-        logs=prediction.logs or "",
-        metrics=prediction.metrics or {},
-        created_at=prediction.created_at,
-        completed_at=prediction.completed_at,
-    )
-
-
 _CALL_ERRORS = (ReplicateError, httpx.TransportError, PydanticValidationError)
 
 
-@_counted("create")
-def create_prediction(*, model: str, input: dict, webhook: str | None = None) -> PredictionState:
-    """Start a prediction of an official model. The `completed` event only, when a webhook."""
-    params: dict[str, Any] = {}
-    if webhook:
-        params = {"webhook": webhook, "webhook_events_filter": ["completed"]}
-    try:
-        prediction = _client().models.predictions.create(model=model, input=input, **params)
-    except PydanticValidationError as exc:
-        # Replicate made a prediction whose answer the client can not parse (an `aborted`
-        # status, say): look it up, as for any create whose answer was lost.
-        raise ReplicateCallError(
-            f"unreadable answer to a create: {exc}",
-            kind=errors.PROVIDER_UNAVAILABLE,
-            retryable=True,
-            outcome_unknown=True,
-        ) from exc
-    except _CALL_ERRORS as exc:
-        raise _translate(exc, sent_may_have_happened=True) from exc
-    return _state_of(prediction)
+def _send(method: str, path: str, **kwargs) -> httpx.Response:
+    """One request through the client's own httpx client (its auth and our transport)."""
+    response = _client()._client.request(method, path, **kwargs)
+    if 400 <= response.status_code < 600:
+        raise _translate(
+            ReplicateError.from_response(response),
+            sent_may_have_happened=method != "GET",
+            retry_after_header=response.headers.get("Retry-After"),
+        )
+    return response
 
 
-def _request_prediction(method: str, path: str, *, sent_may_have_happened: bool):
+def _request_prediction(method: str, path: str, **kwargs) -> PredictionState:
     try:
-        return prediction_state_from_json(_client()._request(method, path).json())
-    except _CALL_ERRORS as exc:
-        raise _translate(exc, sent_may_have_happened=sent_may_have_happened) from exc
+        return prediction_state_from_json(_send(method, path, **kwargs).json())
+    except httpx.TransportError as exc:
+        raise _translate(exc, sent_may_have_happened=method != "GET") from exc
     except ValueError as exc:
+        # An answer we can not read: after a create, a prediction may well exist (look it up).
+        sent = method == "POST"
         raise ReplicateCallError(
-            f"unreadable answer to {method} {path}: {exc}", kind=errors.INTERNAL, retryable=False
+            f"unreadable answer to {method} {path}: {exc}",
+            kind=errors.PROVIDER_UNAVAILABLE if sent else errors.INTERNAL,
+            retryable=sent,
+            outcome_unknown=sent,
         ) from exc
 
 
-@_counted("get")
+@_guarded("create")
+def create_prediction(
+    *, model: str, input: dict, webhook: str | None = None, cancel_after: float | None = None
+) -> PredictionState:
+    """Start a prediction of an official model. The `completed` event only, when a webhook.
+
+    `cancel_after` (seconds, at least Replicate's 5) has Replicate end the prediction itself
+    once we could no longer follow it: aborted if it never started, canceled if running.
+    """
+    body: dict[str, Any] = {"input": input}
+    if webhook:
+        body |= {"webhook": webhook, "webhook_events_filter": ["completed"]}
+    headers = {}
+    if cancel_after is not None:
+        headers["Cancel-After"] = f"{max(5, int(cancel_after))}s"
+    return _request_prediction(
+        "POST", f"/v1/models/{model}/predictions", json=body, headers=headers
+    )
+
+
+@_guarded("get")
 def get_prediction(prediction_id: str) -> PredictionState:
-    return _request_prediction(
-        "GET", f"/v1/predictions/{prediction_id}", sent_may_have_happened=False
-    )
+    return _request_prediction("GET", f"/v1/predictions/{prediction_id}")
 
 
-@_counted("cancel")
+@_guarded("cancel")
 def cancel_prediction(prediction_id: str) -> PredictionState:
-    return _request_prediction(
-        "POST", f"/v1/predictions/{prediction_id}/cancel", sent_may_have_happened=True
-    )
+    return _request_prediction("POST", f"/v1/predictions/{prediction_id}/cancel")
 
 
 @dataclass(frozen=True)
@@ -295,7 +342,7 @@ def _list_predictions(*, created_after: datetime, pages: int) -> list[ListedPred
         for _ in range(pages):
             if not path:
                 break
-            body = _client()._request("GET", path).json()
+            body = _send("GET", path).json()
             for item in body.get("results", []):
                 created = parse_datetime(item.get("created_at") or "")
                 if created is not None and created < created_after:
@@ -316,12 +363,12 @@ def _list_predictions(*, created_after: datetime, pages: int) -> list[ListedPred
     return listed
 
 
-@_counted("list")
+@_guarded("list")
 def list_recent_predictions(*, created_after: datetime, pages: int = 10) -> list[ListedPrediction]:
     return _list_predictions(created_after=created_after, pages=pages)
 
 
-@_counted("list")
+@_guarded("list")
 def find_recent_prediction(
     *,
     input_fields: dict,
@@ -347,10 +394,13 @@ def find_recent_prediction(
     ]
     if len(matches) > 1:
         logger.warning("lost create: %s predictions could be ours; taking none", len(matches))
-    return get_prediction(matches[0]) if len(matches) == 1 else None
+    if len(matches) != 1:
+        return None
+    # Read unguarded: this call already passed the breaker.
+    return _request_prediction("GET", f"/v1/predictions/{matches[0]}")
 
 
-@_counted("upload_file")
+@_guarded("upload_file")
 def upload_file(content: bytes, *, filename: str, content_type: str) -> UploadedFile:
     """Put a file where the model can read it, without making our own media public."""
     try:
@@ -362,7 +412,7 @@ def upload_file(content: bytes, *, filename: str, content_type: str) -> Uploaded
     return UploadedFile(id=uploaded.id, url=uploaded.urls["get"])
 
 
-@_counted("delete_file")
+@_guarded("delete_file")
 def delete_file(file_id: str) -> None:
     try:
         _client().files.delete(file_id)

@@ -1,4 +1,8 @@
-"""Replicate's webhook: checked, de-duplicated, then applied like a poll result."""
+"""Replicate's webhook: checked, de-duplicated, recorded, and handed to the worker.
+
+The view never downloads: it keeps the reported state on the prediction and wakes the avatar's
+step, which applies it as it would a read. The request stays a few quick queries long.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from rest_framework.views import APIView
 
 from avatars import generation, replicate_client
 from avatars.log_context import log_context
-from avatars.models import Avatar, WebhookDelivery
+from avatars.models import WebhookDelivery
 from config.api_errors import envelope
 from config.openapi import error_response
 
@@ -107,15 +111,13 @@ class ReplicateWebhookView(APIView):
         except IntegrityError:
             return JsonResponse({"status": "duplicate"})
 
-        if not Avatar.objects.filter(pk=avatar_id).exists():
-            return JsonResponse({"status": "ignored"})
         try:
             with log_context(avatar_id=str(avatar_id), prediction_id=state.id):
-                outcome = generation.apply_prediction_state(avatar_id, state)
+                recorded = generation.record_reported_state(avatar_id, state)
+                if recorded:
+                    generation.wake_generation(avatar_id)
         except Exception:
             # Forget the delivery so Replicate's retry of it is processed.
             WebhookDelivery.objects.filter(webhook_id=headers["webhook-id"]).delete()
             raise
-        if outcome is generation.Outcome.NEXT_ATTEMPT:
-            generation.wake_generation(avatar_id)
-        return JsonResponse({"status": "ok"})
+        return JsonResponse({"status": "ok" if recorded else "ignored"})

@@ -33,8 +33,9 @@ TEMPLATE_DB = "bench_avatars_template"
 QUEUE = "bench"
 SECRET_KEY = "bench-only-secret-key-not-for-production"
 SIMULATOR_TOKEN = "r8_bench-token"
-# Keys a bench run leaves in its Redis database (Celery's and the probe's); anything else
-# means someone else uses the database, and we refuse to flush it.
+# Keys a bench run leaves in its Redis database (Celery's, the probe's, the service's create
+# pace and breaker); anything else means someone else uses the database, and we refuse to
+# flush it.
 # `--conn-max-age`: Django database options added to the service's DATABASE_URL (a what-if).
 EXPERIMENT_DB_OPTIONS = ""
 OUR_KEY_PREFIXES = (
@@ -42,6 +43,8 @@ OUR_KEY_PREFIXES = (
     "_kombu.",
     "unacked",
     "avatars:metrics:",
+    "avatars:pacing:",
+    "avatars:breaker",
     "avatars-cache",
 )
 

@@ -54,6 +54,13 @@ TERMINAL = ("succeeded", "failed", "canceled")
 # Calls to Replicate's API; `output` is the delivery host (the image download) and
 # `file_download` the model reading an uploaded selfie: listed, not counted as API calls.
 NOT_API = {"output", "file_download"}
+# Replicate's account limit on creates, in the simulator of every pipeline stage (not the
+# baseline's: replicate.run() has no pacing), and the services' pace (their defaults).
+CREATES_PER_MINUTE = 600
+CREATES_WINDOW = 60.0
+CREATES_BURST = 20
+# The overhead p95 each mode should stay within (seconds).
+OVERHEAD_P95_BAR = {"webhook": 0.5, "polling": 3.0}
 
 
 @dataclass
@@ -95,6 +102,10 @@ class StageResult:
     probe: dict[str, Counter[str]] = field(default_factory=dict)
     lateness: list[float] = field(default_factory=list)
     pg: dict[str, int] = field(default_factory=dict)
+    rate_limit: dict[str, float | None] = field(default_factory=dict)  # the simulator's
+    creates: int = 0  # creates the simulator answered with a prediction
+    creates_span: float = math.nan  # seconds from the first to the last of them
+    throttled: int = 0  # creates the simulator answered 429
     notes: list[str] = field(default_factory=list)
     profiles: dict[str, dict] = field(default_factory=dict)
 
@@ -108,6 +119,26 @@ class StageResult:
 
     def per_avatar(self, value: float) -> float:
         return value / self.accepted if self.accepted else math.nan
+
+    @property
+    def creates_per_minute(self) -> float:
+        if not self.creates_span or not self.creates_span > 0:
+            return math.nan
+        return self.creates / self.creates_span * 60
+
+    @property
+    def overhead_p95(self) -> float:
+        return percentile(self.overhead, 95)
+
+    @property
+    def overhead_bar(self) -> float | None:
+        return OVERHEAD_P95_BAR.get(self.mode)
+
+    @property
+    def overhead_met(self) -> bool | None:
+        if self.overhead_bar is None or math.isnan(self.overhead_p95):
+            return None
+        return self.overhead_p95 <= self.overhead_bar
 
     @property
     def api_calls(self) -> int:
@@ -129,6 +160,9 @@ class StageResult:
             "completions_per_s": self.completions_per_s,
             "overhead": self.overhead,
             "overhead_server": self.overhead_server,
+            "overhead_p95": self.overhead_p95,
+            "overhead_p95_bar": self.overhead_bar,
+            "overhead_p95_met": self.overhead_met,
             "inflight_peak": self.inflight_peak,
             "calls": dict(self.calls),
             "call_errors": self.call_errors,
@@ -138,6 +172,11 @@ class StageResult:
             "probe": {role: dict(c) for role, c in self.probe.items()},
             "lateness": self.lateness,
             "pg": self.pg,
+            "rate_limit": self.rate_limit,
+            "creates": self.creates,
+            "creates_span": self.creates_span,
+            "creates_per_minute": self.creates_per_minute,
+            "throttled_creates": self.throttled,
             "notes": self.notes,
             "profiles": self.profiles,
         }
@@ -370,6 +409,10 @@ def run_stage(
             replicate_base_url=sim_url,
             webhook_secret=secret,
             public_base_url=web_url if mode == "webhook" else "",
+            extra={
+                "REPLICATE_CREATES_PER_MINUTE": str(CREATES_PER_MINUTE),
+                "REPLICATE_CREATES_BURST": str(CREATES_BURST),
+            },
         )
         profile_dir = log_dir / label / "profiles"
         if profile:
@@ -389,6 +432,15 @@ def run_stage(
         warm_up(web_url, users[0]["token"], settings.web_workers)
         control = SimulatorControl(sim_url, timeout=120)
         stack.callback(control.close)
+        if mode != "baseline":
+            config = control.set_rate_limit(
+                CREATES_PER_MINUTE, window=CREATES_WINDOW, burst=CREATES_BURST
+            )
+        else:
+            config = control.config()
+        result.rate_limit = {
+            key: config.get(key) for key in ("rate_limit", "rate_limit_window", "rate_limit_burst")
+        }
         monitor = ResourceMonitor(children).start()
         stack.callback(monitor.stop)
         collector = RequestLogCollector(control).start()
@@ -479,6 +531,14 @@ def run_stage(
         entries = collector.stop()
         result.calls = Counter(entry["endpoint"] for entry in entries)
         result.call_errors = sum(1 for entry in entries if (entry["status"] or 0) >= 400)
+        creates = [entry for entry in entries if entry["endpoint"] == "create"]
+        result.throttled = sum(1 for entry in creates if entry["status"] == 429)
+        created = [
+            parse_time(entry["time"]) for entry in creates if 200 <= (entry["status"] or 0) < 300
+        ]
+        result.creates = len(created)
+        if created:
+            result.creates_span = max(created) - min(created)
         result.webhooks = Counter(
             "ok" if (d.get("status_code") or 0) < 300 and d.get("status_code") else "failed"
             for d in control.webhook_deliveries()
@@ -542,10 +602,21 @@ def _overheads(result: StageResult, predictions: list[dict], watcher: Watcher, d
             result.overhead_server.append(completed[avatar_id] - finish)
 
 
+def overhead_verdict(result: StageResult) -> str:
+    """`≤ 0.5 s: met` (or `missed`), or "" for a run without a bar."""
+    if result.overhead_bar is None:
+        return ""
+    met = result.overhead_met
+    return f"≤ {result.overhead_bar:g} s: {'–' if met is None else ('met' if met else 'missed')}"
+
+
 def summary_line(result: StageResult) -> str:
+    verdict = overhead_verdict(result)
     return (
         f"{result.label}: {result.succeeded}/{result.accepted} succeeded in {result.wall:.1f} s "
         f"({result.completions_per_s:.2f}/s), overhead p50 {percentile(result.overhead, 50):.2f} "
-        f"p95 {percentile(result.overhead, 95):.2f} s, worker CPU "
-        f"{result.per_avatar(result.cpu.get('worker', 0)) * 1000:.1f} ms/avatar"
+        f"p95 {result.overhead_p95:.2f} s{f' ({verdict})' if verdict else ''}, "
+        f"{result.creates} creates at {result.creates_per_minute:.0f}/min (last "
+        f"{result.last_create:.1f} s after the first POST), {result.throttled} answered 429, "
+        f"worker CPU {result.per_avatar(result.cpu.get('worker', 0)) * 1000:.1f} ms/avatar"
     )

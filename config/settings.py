@@ -218,6 +218,18 @@ if REPLICATE_WEBHOOK_SECRET and not re.fullmatch(
     # Never echo the value: it is a secret.
     raise ImproperlyConfigured("Setting REPLICATE_WEBHOOK_SECRET must look like whsec_<base64>")
 PUBLIC_BASE_URL = _read("PUBLIC_BASE_URL", env.str, "").rstrip("/")
+# The account's create limit (Replicate: 600 a minute) and how many may go at once; every
+# worker process shares one pace through Redis (avatars/pacing.py).
+REPLICATE_CREATES_PER_MINUTE = _positive(
+    "REPLICATE_CREATES_PER_MINUTE", _read("REPLICATE_CREATES_PER_MINUTE", env.float, 600.0)
+)
+REPLICATE_CREATES_BURST = _at_least(
+    "REPLICATE_CREATES_BURST", _read("REPLICATE_CREATES_BURST", env.int, 20), 1
+)
+# Transient failures in a row (any process) that open the circuit breaker (avatars/breaker.py).
+REPLICATE_BREAKER_THRESHOLD = _at_least(
+    "REPLICATE_BREAKER_THRESHOLD", _read("REPLICATE_BREAKER_THRESHOLD", env.int, 3), 1
+)
 
 # --- Avatars ------------------------------------------------------------------------------
 AVATAR_CREDIT_COST = _at_least("AVATAR_CREDIT_COST", _read("AVATAR_CREDIT_COST", env.int, 1), 1)
@@ -236,6 +248,14 @@ AVATAR_API_RETRY_INITIAL_DELAY = _positive(
 AVATAR_GENERATION_TIMEOUT = _positive(
     "AVATAR_GENERATION_TIMEOUT", _read("AVATAR_GENERATION_TIMEOUT", env.float, 600.0)
 )
+# A retried attempt starts only with this many seconds left before the deadline: a typical run.
+AVATAR_MIN_ATTEMPT_SECONDS = _at_least(
+    "AVATAR_MIN_ATTEMPT_SECONDS", _read("AVATAR_MIN_ATTEMPT_SECONDS", env.float, 120.0), 0
+)
+# The first poll comes at the 10th percentile of recent run times; this until there are any.
+AVATAR_POLL_FIRST_DELAY = _positive(
+    "AVATAR_POLL_FIRST_DELAY", _read("AVATAR_POLL_FIRST_DELAY", env.float, 15.0)
+)
 AVATAR_POLL_INITIAL_DELAY = _positive(
     "AVATAR_POLL_INITIAL_DELAY", _read("AVATAR_POLL_INITIAL_DELAY", env.float, 2.0)
 )
@@ -247,10 +267,10 @@ AVATAR_POLL_JITTER = 0.2
 # With webhooks on, polls are only a fallback and wait this many times longer.
 AVATAR_WEBHOOK_POLL_FACTOR = 3
 # Seconds a step's due time may pass before the sweeper re-drives it (the message was lost).
-AVATAR_SWEEP_GRACE = _positive("AVATAR_SWEEP_GRACE", _read("AVATAR_SWEEP_GRACE", env.float, 30.0))
+AVATAR_SWEEP_GRACE = _positive("AVATAR_SWEEP_GRACE", _read("AVATAR_SWEEP_GRACE", env.float, 5.0))
 # How often celery-beat runs the sweeper (seconds).
 AVATAR_SWEEP_INTERVAL = _positive(
-    "AVATAR_SWEEP_INTERVAL", _read("AVATAR_SWEEP_INTERVAL", env.float, 60.0)
+    "AVATAR_SWEEP_INTERVAL", _read("AVATAR_SWEEP_INTERVAL", env.float, 5.0)
 )
 # The longest a Celery message may legitimately sit unacknowledged: a poll's largest countdown,
 # then the largest pause before a retried call, then the task's own time limit. Redis redelivers
@@ -357,9 +377,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "avatars.tasks.sweep_avatars_task",
         "schedule": AVATAR_SWEEP_INTERVAL,
     },
+    # A list call to Replicate each time: once a minute is enough for what it finds.
     "cancel-stray-predictions": {
         "task": "avatars.tasks.cancel_stray_predictions_task",
-        "schedule": AVATAR_SWEEP_INTERVAL,
+        "schedule": 60,
     },
     "cleanup": {"task": "avatars.tasks.cleanup_task", "schedule": 3600},
     "check-alerts": {"task": "avatars.tasks.check_alerts_task", "schedule": 300},

@@ -78,10 +78,14 @@ class Prediction:
         if self.outcome == Outcome.HANG:
             return None
         if self.outcome in Outcome.RENDERING:
-            if self.rendered is None:
+            if self.render_pending():
                 return None
             return max(self.complete_at, self.rendered.ready_at)
         return self.complete_at
+
+    def render_pending(self) -> bool:
+        """Its output image is still being made (its end is not known yet)."""
+        return self.outcome in Outcome.RENDERING and self.rendered is None
 
     def hits_deadline(self) -> bool:
         """Whether the deadline ends it (an end at the deadline itself still counts as done).

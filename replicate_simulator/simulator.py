@@ -488,7 +488,12 @@ class Simulator:
                 finished = prediction.finished_at()
                 if finished is None and prediction.outcome == Outcome.HANG:
                     return
-                due = finished if finished is not None and finished > now else now + _RENDER_RECHECK
+                # A render still under way has no known end (with a deadline, `finished_at`
+                # says the deadline): look again soon, not at the deadline.
+                if prediction.render_pending() or finished is None or finished <= now:
+                    due = now + _RENDER_RECHECK
+                else:
+                    due = finished
                 self.scheduler.schedule(
                     due, lambda: self._complete_webhook(prediction_id, generation)
                 )

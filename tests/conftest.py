@@ -8,6 +8,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection
+from django.db.models import F
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -35,6 +36,20 @@ def _own_cache(settings):
     """Throttle counters per test, in memory: clearing the Redis cache would flush the broker."""
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_provider_state():
+    """Each test starts with the breaker closed, a full create pace and no cached run times."""
+    from avatars import breaker, generation, pacing
+    from avatars.shared_state import shared_redis
+
+    keys = [breaker.KEY, pacing.BUCKET_KEY, pacing.QUEUE_KEY, pacing.SEEN_KEY]
+    generation.forget_run_times()
+    shared_redis().delete(*keys)
+    yield
+    shared_redis().delete(*keys)
+    generation.forget_run_times()
 
 
 def _make_user(username: str, **extra):
@@ -79,7 +94,9 @@ def anonymous_client() -> APIClient:
 
 
 PIPELINE_SETTINGS = {
+    "AVATAR_POLL_FIRST_DELAY": 0.1,
     "AVATAR_POLL_INITIAL_DELAY": 0.1,
+    "AVATAR_MIN_ATTEMPT_SECONDS": 5,
     "AVATAR_POLL_MAX_DELAY": 0.3,
     "AVATAR_API_RETRY_INITIAL_DELAY": 0.05,
     "AVATAR_API_RETRY_MAX_DELAY": 0.5,
@@ -143,4 +160,10 @@ def pipeline(transactional_db, settings, replicate_simulator, celery_worker):
     settings.REPLICATE_BASE_URL = replicate_simulator.base_url
     settings.REPLICATE_API_TOKEN = replicate_simulator.token
     settings.REPLICATE_WEBHOOK_SECRET = replicate_simulator.webhook_secret
-    return replicate_simulator
+    yield replicate_simulator
+    # The worker threads may still hold this test's countdown messages: make them all stale,
+    # so none runs a step while the database is being emptied for the next test.
+    from avatars.models import Avatar
+
+    unfinished = Avatar.objects.filter(status__in=["queued", "running"])
+    unfinished.update(poll_seq=F("poll_seq") + 1_000_000)

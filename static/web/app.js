@@ -344,10 +344,24 @@
     return Math.round(10 + 85 * fraction);
   }
 
+  function noticeText(notice) {
+    const until = Date.parse(notice.until);
+    if (Number.isNaN(until)) return notice.message;
+    const time = new Date(until).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return `The image service is having trouble; we keep trying until ${time}.`;
+  }
+
   function renderCard(card, avatar) {
     card.dataset.status = avatar.status;
     const done = TERMINAL.has(avatar.status);
-    setText($(".avatar-status", card), STATUS_TEXT[avatar.status] || avatar.status);
+    let statusText = STATUS_TEXT[avatar.status] || avatar.status;
+    if (!done && avatar.queue_position) statusText += ` You are number ${avatar.queue_position} in line.`;
+    setText($(".avatar-status", card), statusText);
+
+    // The image service is having an incident: say so, and until when we keep trying.
+    const notice = $(".avatar-notice", card);
+    notice.hidden = !avatar.notice;
+    if (avatar.notice) setText(notice, noticeText(avatar.notice));
 
     const progress = $(".avatar-progress", card);
     progress.hidden = done;

@@ -13,15 +13,16 @@ from pythonjsonlogger.json import JsonFormatter
 from avatars import generation, metrics, replicate_client
 from avatars.log_context import ContextFilter, log_context
 from avatars.models import Avatar, SelfieSession
+from avatars.shared_state import shared_redis
 from credits import services as credit_services
 from tests.avatars.test_recovery import make_avatar
 
 
 @pytest.fixture(autouse=True)
 def _fresh_call_counts(settings):
-    metrics._redis(settings.REDIS_URL).delete(metrics.REPLICATE_CALLS_KEY)
+    shared_redis().delete(metrics.REPLICATE_CALLS_KEY)
     yield
-    metrics._redis(settings.REDIS_URL).delete(metrics.REPLICATE_CALLS_KEY)
+    shared_redis().delete(metrics.REPLICATE_CALLS_KEY)
 
 
 def samples(response) -> dict[tuple, float]:

@@ -167,20 +167,47 @@ def test_error_bursts_within_the_retry_budget_still_succeed(
         assert len(creates(pipeline)) == 3
 
 
-@pytest.mark.parametrize(
-    "status, code", [(429, "provider_rate_limited"), (503, "provider_unavailable")]
-)
-@pytest.mark.parametrize("on", ["create", "get"])
-def test_error_bursts_beyond_the_retry_budget_fail_and_refund(
-    pipeline, funded_alice, alice_client, status, code, on
+@pytest.mark.parametrize("status", [500, 503])
+def test_create_failures_beyond_the_retry_budget_fail_and_refund(
+    pipeline, funded_alice, alice_client, settings, status
 ):
-    pipeline.http_errors(status, count=3, on=on)
+    # Given the breaker out of the way (it would take three failures in a row for an incident)
+    settings.REPLICATE_BREAKER_THRESHOLD = 10
+    pipeline.http_errors(status, count=3, on="create")
 
     done = wait_until_finished(alice_client, submit(alice_client)["id"])
 
     assert done["status"] == "failed"
-    assert done["error"]["code"] == code
+    assert done["error"]["code"] == "provider_unavailable"
+    assert len(creates(pipeline)) == 3
     assert ledger_for(done["id"]) == [("spend", -1), ("refund", 1)]
+
+
+def test_throttled_creates_wait_their_turn_without_spending_the_budget(
+    pipeline, funded_alice, alice_client
+):
+    # Given five 429s in a row, more than the retry budget of two
+    pipeline.http_errors(429, count=5, on="create", retry_after=1)
+
+    done = wait_until_finished(alice_client, submit(alice_client)["id"], timeout=30)
+
+    assert done["status"] == "succeeded", done
+    assert len(creates(pipeline)) == 6
+    assert ledger_for(done["id"]) == [("spend", -1)]
+
+
+def test_failed_reads_of_a_running_prediction_only_delay_the_next_read(
+    pipeline, funded_alice, alice_client, settings
+):
+    # Given the breaker out of the way, and five failed reads in a row
+    settings.REPLICATE_BREAKER_THRESHOLD = 10
+    pipeline.http_errors(503, count=5, on="get")
+
+    done = wait_until_finished(alice_client, submit(alice_client)["id"], timeout=30)
+
+    assert done["status"] == "succeeded", done
+    assert len(creates(pipeline)) == 1
+    assert ledger_for(done["id"]) == [("spend", -1)]
 
 
 def test_a_bad_replicate_token_fails_at_once_without_retries(

@@ -76,15 +76,72 @@ def test_a_step_message_for_a_finished_avatar_does_nothing(funded_alice):
 
 
 @pytest.mark.django_db
-def test_poll_delays_grow_exponentially_with_jitter_up_to_the_cap(settings):
+def test_polls_start_at_the_default_first_delay_then_grow_exponentially_to_the_cap(settings):
+    # Given no run times yet: the first read comes at AVATAR_POLL_FIRST_DELAY
+    settings.AVATAR_POLL_FIRST_DELAY = 12
     settings.AVATAR_POLL_INITIAL_DELAY = 2
     settings.AVATAR_POLL_MAX_DELAY = 30
 
-    delays = [generation.poll_delay(elapsed=e, webhooks=False) for e in (0, 2, 4, 8, 16, 60)]
+    elapsed = (0, 5, 12, 14, 16, 20, 28, 90)
+    delays = [generation.poll_delay(elapsed=e, webhooks=False) for e in elapsed]
 
-    for delay, base in zip(delays, (2, 2, 4, 8, 16, 30), strict=True):
+    for delay, base in zip(delays, (12, 7, 2, 2, 4, 8, 16, 30), strict=True):
         assert base <= delay <= base * (1 + settings.AVATAR_POLL_JITTER)
-    assert generation.poll_delay(elapsed=0, webhooks=True) >= 6
+    assert generation.poll_delay(elapsed=12, webhooks=True) >= 6
+
+
+def _finished_prediction(avatar, number: int, predict_time: float) -> None:
+    avatar.predictions.create(
+        number=number,
+        prediction_id=f"p-{avatar.pk}-{number}",
+        status="succeeded",
+        predict_time=predict_time,
+        completed_at=timezone.now(),
+    )
+
+
+@pytest.mark.django_db
+def test_the_first_poll_comes_at_the_tenth_percentile_of_recent_run_times(funded_alice, settings):
+    # Given ten finished runs of 20..38 s (p10: 21.8 s) and a default that would poll at 2 s
+    settings.AVATAR_POLL_FIRST_DELAY = 2
+    for index in range(10):
+        _finished_prediction(make_avatar(funded_alice, status="succeeded"), 1, 20 + 2 * index)
+
+    first = generation.poll_delay(elapsed=0, webhooks=False)
+
+    assert 21.8 <= first <= 21.8 * (1 + settings.AVATAR_POLL_JITTER)
+    # and a run that finishes near p10 is seen within about five reads
+    reads, elapsed = 0, 0.0
+    while elapsed < 38:
+        elapsed += generation.poll_delay(elapsed=elapsed, webhooks=False)
+        reads += 1
+    assert reads <= 5
+
+
+@pytest.mark.django_db
+def test_run_times_are_cached_per_process_for_a_minute(funded_alice, settings):
+    _finished_prediction(make_avatar(funded_alice, status="succeeded"), 1, 25)
+    start = timezone.now()
+    with freeze_time(start):
+        assert generation.first_poll_delay() == 25
+    _finished_prediction(make_avatar(funded_alice, status="succeeded"), 1, 5)
+
+    with freeze_time(start + timedelta(seconds=generation.RUN_TIME_CACHE_SECONDS - 1)):
+        assert generation.first_poll_delay() == 25
+    with freeze_time(start + timedelta(seconds=generation.RUN_TIME_CACHE_SECONDS + 1)):
+        assert generation.first_poll_delay() == pytest.approx(7)  # p10 of 5 and 25
+
+
+@pytest.mark.django_db
+def test_without_run_times_the_default_is_looked_at_again_within_seconds(funded_alice, settings):
+    settings.AVATAR_POLL_FIRST_DELAY = 2
+    start = timezone.now()
+    with freeze_time(start):
+        assert generation.first_poll_delay() == 2
+    _finished_prediction(make_avatar(funded_alice, status="succeeded"), 1, 25)
+
+    with freeze_time(start + timedelta(seconds=generation.NO_RUN_TIMES_CACHE_SECONDS + 1)):
+        assert generation.first_poll_delay() == 25
 
 
 @pytest.mark.django_db
@@ -227,7 +284,7 @@ def test_the_sweeper_fails_and_refunds_what_is_past_its_hard_deadline(funded_ali
         attempts=1,
         deadline_at=start + timedelta(seconds=settings.AVATAR_GENERATION_TIMEOUT),
     )
-    lease = settings.CELERY_TASK_TIME_LIMIT + settings.AVATAR_SWEEP_GRACE
+    lease = generation.step_lease().total_seconds()
 
     with freeze_time(avatar.deadline_at + timedelta(seconds=lease - 1)):
         assert generation.sweep_avatars()["timed_out"] == 0

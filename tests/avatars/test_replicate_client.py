@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from PIL import Image
+from replicate.exceptions import ReplicateError
 
 from avatars import errors, replicate_client
 from avatars.replicate_client import (
@@ -177,22 +178,33 @@ def test_an_aborted_prediction_is_read_without_an_error(sim: SimulatorHandle) ->
     assert done.output_url is None
 
 
-def test_a_create_answered_with_a_status_the_client_model_rejects_is_an_unknown_outcome(
+def test_a_create_answered_with_a_status_the_client_model_rejects_is_read_as_it_is(
     sim: SimulatorHandle,
 ) -> None:
     # Given predictions end at once and the next one is aborted, so the create's own 201 answer
-    # already says "aborted" (as a create with `Prefer: wait` can)
+    # already says "aborted" (as a create with `Prefer: wait` can; the client's model fails)
     sim.configure(latency=0)
     sim.aborted()
 
     # When it is created
-    with pytest.raises(ReplicateCallError) as caught:
-        create_prediction(model=MODEL, input=gpt_image_input())
+    created = create_prediction(model=MODEL, input=gpt_image_input())
 
-    # Then the caller is told Replicate may have made it, to look it up rather than pay twice
-    assert caught.value.outcome_unknown is True
-    assert caught.value.retryable is True
-    assert len(sim.predictions()) == 1
+    # Then its answer is read as Replicate sent it: one prediction, known and ended
+    assert created.status == "aborted"
+    assert [p["id"] for p in sim.predictions()] == [created.id]
+
+
+def test_a_create_sends_cancel_after_with_the_time_left(sim: SimulatorHandle) -> None:
+    created = create_prediction(model=MODEL, input=gpt_image_input(), cancel_after=299.7)
+
+    assert sim.requests(method="POST")[-1]["headers"].get("cancel-after") == "299s"
+    assert sim.prediction(created.id)["cancel_after"] == 299
+
+
+def test_cancel_after_is_never_below_replicates_minimum(sim: SimulatorHandle) -> None:
+    create_prediction(model=MODEL, input=gpt_image_input(), cancel_after=1.2)
+
+    assert sim.requests(method="POST")[-1]["headers"].get("cancel-after") == "5s"
 
 
 def test_removed_output_is_reported_as_data_removed(sim: SimulatorHandle) -> None:
@@ -290,11 +302,27 @@ def test_replicates_own_rate_limit_gives_its_wait_as_retry_after(sim: SimulatorH
     assert error.retry_after is not None and 0 < error.retry_after <= 60
 
 
-def test_a_throttle_without_a_delay_in_its_text_has_no_retry_after(sim: SimulatorHandle) -> None:
-    sim.http_errors(429, on="create", body="<html>Too Many Requests</html>")
+def test_a_throttle_without_a_delay_in_its_text_takes_the_retry_after_header(
+    sim: SimulatorHandle,
+) -> None:
+    sim.http_errors(429, on="create", body="<html>Too Many Requests</html>", retry_after=7)
     error = call_error(create_prediction, model=MODEL, input=gpt_image_input())
     assert error.retryable is True
-    assert error.retry_after is None
+    assert error.retry_after == 7
+
+
+@pytest.mark.parametrize(
+    "header, detail, expected",
+    [
+        ("3", "Expected available in 9 seconds", 3.0),
+        (None, "Expected available in 9 seconds", 9.0),
+        ("soon", "Expected available in 9 seconds", 9.0),
+        (None, "Too many requests", None),
+    ],
+)
+def test_a_throttle_wait_comes_from_retry_after_then_the_body(header, detail, expected) -> None:
+    throttle = ReplicateError(status=429, detail=detail)
+    assert replicate_client._throttle_delay(throttle, header) == expected
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
@@ -414,7 +442,6 @@ def test_an_answer_that_is_not_a_prediction_is_an_internal_error(sim: SimulatorH
         replicate_client._request_prediction,
         "GET",
         "/v1/webhooks/default/secret",
-        sent_may_have_happened=False,
     )
 
     # Then it is our problem, not Replicate's: not retried

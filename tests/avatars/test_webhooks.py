@@ -36,6 +36,7 @@ def funded_alice(alice):
 def webhooks_on(pipeline, live_server, settings):
     """Webhooks to a live server; polls slow enough that only a webhook can finish quickly."""
     settings.PUBLIC_BASE_URL = live_server.url
+    settings.AVATAR_POLL_FIRST_DELAY = 5
     settings.AVATAR_POLL_INITIAL_DELAY = 5
     settings.AVATAR_POLL_MAX_DELAY = 15
     return pipeline
@@ -96,6 +97,7 @@ def test_a_webhook_delivered_twice_by_replicate_makes_one_transition(
 def test_polling_still_finishes_when_the_webhook_never_comes(
     webhooks_on, funded_alice, alice_client, settings
 ):
+    settings.AVATAR_POLL_FIRST_DELAY = 0.2
     settings.AVATAR_POLL_INITIAL_DELAY = 0.2
     settings.AVATAR_POLL_MAX_DELAY = 0.5
     webhooks_on.webhook_never()
@@ -106,8 +108,18 @@ def test_polling_still_finishes_when_the_webhook_never_comes(
     assert webhooks_on.webhook_deliveries() == []
 
 
+def wait_until_applied(avatar_id) -> Avatar:
+    """The worker's step, woken by a webhook, has applied what it reported."""
+    return wait_for(
+        lambda: (avatar := Avatar.objects.get(pk=avatar_id)).is_terminal and avatar,
+        timeout=10,
+        message="the reported state applied",
+    )
+
+
 def _finished_prediction(pipeline, alice_client, settings) -> tuple[str, dict]:
     """An avatar whose prediction failed at Replicate but which we have not heard about yet."""
+    settings.AVATAR_POLL_FIRST_DELAY = 30
     settings.AVATAR_POLL_INITIAL_DELAY = 30
     settings.AVATAR_POLL_MAX_DELAY = 30
     pipeline.content_policy()

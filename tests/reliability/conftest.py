@@ -206,6 +206,8 @@ def worker_env(pipeline, settings, worker_queue, worker_redis_url) -> dict[str, 
         "OPENAI_API_KEY": PIPELINE_SETTINGS["OPENAI_API_KEY"],
     }
     for name in (
+        "AVATAR_POLL_FIRST_DELAY",
+        "AVATAR_MIN_ATTEMPT_SECONDS",
         "AVATAR_POLL_INITIAL_DELAY",
         "AVATAR_POLL_MAX_DELAY",
         "AVATAR_API_RETRY_INITIAL_DELAY",

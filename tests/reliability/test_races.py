@@ -16,7 +16,12 @@ from tests.avatars.selfie_corpus import fixture_bytes
 from tests.avatars.test_pipeline import ledger_for
 from tests.avatars.test_recovery import make_avatar, wait_until_all_finished
 from tests.avatars.test_sessions_api import CorpusFile, _upload
-from tests.avatars.test_webhooks import _finished_prediction, post_webhook, signed_headers
+from tests.avatars.test_webhooks import (
+    _finished_prediction,
+    post_webhook,
+    signed_headers,
+    wait_until_applied,
+)
 from tests.concurrency import run_concurrently
 from tests.reliability.tally import assert_invariants
 
@@ -117,7 +122,7 @@ def test_the_same_webhook_three_times_at_once_makes_one_transition_and_one_refun
 
     assert sorted(r.status_code for r in responses) == [200, 200, 200]
     assert sorted(r.json()["status"] for r in responses) == ["duplicate", "duplicate", "ok"]
-    avatar = Avatar.objects.get(pk=avatar_id)
+    avatar = wait_until_applied(avatar_id)
     assert (avatar.status, avatar.error_code) == ("failed", "content_policy")
     assert AvatarTransition.objects.filter(avatar_id=avatar_id, to_status="failed").count() == 1
     assert ledger_for(avatar_id) == [("spend", -1), ("refund", 1)]

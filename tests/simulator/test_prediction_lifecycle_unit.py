@@ -179,6 +179,29 @@ def test_a_deadline_while_processing_cancels_and_sends_the_final_webhook(sim, cl
     assert attempt["payload"]["status"] == "canceled"
 
 
+def test_a_render_slower_than_the_run_still_gets_its_webhook_with_a_deadline(sim, clock):
+    # Given a prediction with a deadline and a webhook, whose output is still being rendered
+    # when the model's run ends
+    prediction_id = _create_with_deadline(
+        sim, 599, webhook="http://127.0.0.1:9/hook", webhook_events_filter=["completed"]
+    )
+    wait_for(lambda: _rendered(sim, prediction_id), message="render")
+    prediction = sim._predictions[prediction_id]
+    rendered, prediction.rendered = prediction.rendered, None
+
+    # When the run ends: the webhook waits for the render, looking again soon
+    clock.advance(20)
+    assert sim.scheduler.run_due() == 1
+    assert sim.webhook_log.entries() == []
+    prediction.rendered = rendered
+    clock.advance(0.1)
+    assert sim.scheduler.run_due() == 1
+
+    # Then it is sent once the image exists, not at the deadline
+    attempt = wait_for(lambda: sim.webhook_log.entries(), message="final webhook")[0]
+    assert attempt["payload"]["status"] == "succeeded"
+
+
 def test_a_deadline_after_completion_changes_nothing(sim, clock):
     sim.update_config({"cancel_after_minimum": 0})
     prediction_id = _create_with_deadline(sim, 20.5)  # completes at +20
