@@ -20,9 +20,11 @@ import enum
 import logging
 import random
 import statistics
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
+import redis
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
@@ -30,7 +32,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from avatars import errors, pacing, prompts, replicate_client, storage
+from avatars import breaker, errors, pacing, prompts, replicate_client, storage
 from avatars.errors import ErrorKind
 from avatars.log_context import bind, log_context
 from avatars.models import Avatar, Prediction
@@ -52,12 +54,24 @@ class Outcome(enum.Enum):
 
 
 # The threads pool ignores Celery's task time limits, so a step is leased for what its own
-# deadlines bound: one call to Replicate. A step that outlives its lease is re-driven, which
-# is harmless: a second read applies nothing twice (the row lock fences it), and a create is
-# fenced by its attempt's marker (`create_sent_at`) for as long as that call can take.
+# deadlines bound: one call to Replicate, and a download on top when it has an output to
+# fetch (the lease is extended first). A step that outlives its lease is re-driven, which is
+# harmless: a second read applies nothing twice (the row lock fences it), and a create is
+# fenced by `create_fenced_until`.
 def step_lease() -> timedelta:
     """How long a claimed step may take before the sweeper may assume it died."""
     return timedelta(seconds=replicate_client.CALL_DEADLINE_SECONDS)
+
+
+def hard_deadline_margin() -> timedelta:
+    """How long past its deadline an avatar may still be in a step: the last read, a download."""
+    return step_lease() + timedelta(seconds=storage.DOWNLOAD_DEADLINE_SECONDS)
+
+
+def _extend_lease(avatar: Avatar, seconds: float) -> None:
+    Avatar.objects.filter(pk=avatar.pk, poll_seq=avatar.poll_seq).update(
+        next_poll_at=timezone.now() + timedelta(seconds=seconds)
+    )
 
 
 # How long a step waits at most before it asks pacing again (its place may come sooner).
@@ -211,7 +225,7 @@ def _finish_locked(avatar: Avatar, status: str, kind: ErrorKind, detail: str) ->
 def _leave_pacing_queue(avatar_id: UUID) -> None:
     try:
         pacing.leave_queue(str(avatar_id))
-    except Exception:
+    except redis.RedisError:
         logger.warning("avatar %s: could not leave the pacing queue", avatar_id, exc_info=True)
 
 
@@ -328,7 +342,7 @@ def _record_prediction(prediction: Prediction, state: PredictionState) -> None:
         prediction.completed_at = timezone.now()
     if state.output_url:
         prediction.output_url = state.output_url[:1000]
-    prediction.save()
+    prediction.save(update_fields=["status", "error", "predict_time", "completed_at", "output_url"])
 
 
 def _apply_locked(
@@ -401,31 +415,40 @@ def _timeout_detail(avatar: Avatar) -> str:
     return f"no result within {settings.AVATAR_GENERATION_TIMEOUT:g} s (attempt {avatar.attempts})"
 
 
-def record_reported_state(avatar_id: UUID | str, state: PredictionState) -> bool:
-    """Keep what a webhook reported for the worker to apply; True if the worker should look now.
+def hand_off_reported_state(avatar_id: UUID | str, state: PredictionState) -> bool:
+    """Keep what a webhook reported and wake the avatar's step to apply it; False if not ours.
 
     No download and no row lock here: the webhook's request stays short, and the worker's
     step applies the recorded state exactly as it would a read.
     """
+    if not record_reported_state(avatar_id, state):
+        return False
+    wake_generation(avatar_id)
+    return True
+
+
+def record_reported_state(avatar_id: UUID | str, state: PredictionState) -> bool:
+    """Record a terminal state of the current attempt's prediction; True while it is unapplied.
+
+    A report recorded before (Replicate retrying a delivery whose wake failed) is still True,
+    so the retry wakes the step again.
+    """
     if not state.is_terminal:
         return False
-    updated = (
-        Prediction.objects.filter(
-            avatar_id=avatar_id,
-            prediction_id=state.id,
-            avatar__status__in=ACTIVE,
-            number=F("avatar__attempts"),
-        )
-        .exclude(status__in=replicate_client.TERMINAL_STATUSES)
-        .update(
-            status=state.status,
-            error=state.error or "",
-            predict_time=state.predict_time,
-            output_url=(state.output_url or "")[:1000],
-            reported_at=timezone.now(),
-        )
+    current = Prediction.objects.filter(
+        avatar_id=avatar_id,
+        prediction_id=state.id,
+        avatar__status__in=ACTIVE,
+        number=F("avatar__attempts"),
     )
-    return bool(updated)
+    updated = current.exclude(status__in=replicate_client.TERMINAL_STATUSES).update(
+        status=state.status,
+        error=state.error or "",
+        predict_time=state.predict_time,
+        output_url=(state.output_url or "")[:1000],
+        reported_at=timezone.now(),
+    )
+    return bool(updated) or current.filter(reported_at__isnull=False).exists()
 
 
 def _reported_state(prediction: Prediction) -> PredictionState | None:
@@ -487,6 +510,8 @@ def _poll_prediction(avatar: Avatar, prediction: Prediction) -> None:
         except ReplicateCallError as exc:
             _after_read_error(avatar, prediction, exc)
             return
+    if state.status == "succeeded":
+        _extend_lease(avatar, storage.DOWNLOAD_DEADLINE_SECONDS)  # its output is fetched now
     outcome = apply_prediction_state(avatar.pk, state)
     if outcome is Outcome.NEXT_ATTEMPT:
         _schedule(avatar.pk, avatar.poll_seq, retry_delay(retries=1, retry_after=None))
@@ -502,10 +527,34 @@ def _after_read_error(avatar: Avatar, prediction: Prediction, exc: ReplicateCall
         end_generation(avatar.pk, exc.kind, f"Replicate call failed: {exc.detail}")
     elif _seconds_left(avatar) <= 0:
         end_generation(avatar.pk, errors.TIMEOUT, f"{_timeout_detail(avatar)}; {exc.detail}")
+    elif exc.incident:
+        _hold_for_incident(avatar, exc.retry_after or 1.0, exc)
     else:
         logger.warning("avatar %s: could not read its prediction: %s", avatar.pk, exc.detail)
         delay = max(_next_poll_delay(avatar, prediction), exc.retry_after or 0)
         _schedule_within_deadline(avatar, delay)
+
+
+def _hold_for_incident(avatar: Avatar, wait: float, cause: ReplicateCallError | None) -> None:
+    """Wait for the breaker's next probe, or to be woken as soon as it closes."""
+    _wait_or_time_out(avatar, wait, cause)
+    breaker.wait_for_close(f"{avatar.pk}:{avatar.poll_seq}")
+
+
+def wake_breaker_waiters(sender=None, *, open: bool, **kwargs) -> int:
+    """The breaker closed: run at once the steps it held back, unless they moved on meanwhile."""
+    if open:
+        return 0
+    woken = 0
+    for member in breaker.take_waiters():
+        avatar_id, _, seq = member.partition(":")
+        try:
+            woken += _wake_step(avatar_id, int(seq))
+        except Exception:
+            logger.warning("could not wake avatar %s after the incident", avatar_id, exc_info=True)
+    if woken:
+        logger.info("breaker closed: %s waiting avatars woken", woken)
+    return woken
 
 
 def _next_poll_delay(avatar: Avatar, prediction: Prediction) -> float:
@@ -542,7 +591,7 @@ def _after_create_error(avatar: Avatar, exc: ReplicateCallError) -> None:
         _wait_or_time_out(avatar, exc.retry_after or 1.0, exc)
         return
     if exc.incident:
-        _wait_or_time_out(avatar, exc.retry_after or 1.0, exc)
+        _hold_for_incident(avatar, exc.retry_after or 1.0, exc)
         return
     retries = avatar.api_retries + 1
     if exc.retryable and retries <= settings.AVATAR_API_MAX_RETRIES:
@@ -563,7 +612,7 @@ def _after_create_error(avatar: Avatar, exc: ReplicateCallError) -> None:
 def _record_throttled(retry_after: float | None) -> float:
     try:
         return pacing.record_throttled(retry_after)
-    except Exception:
+    except redis.RedisError:
         logger.warning("could not record a 429 in the shared pace", exc_info=True)
         return 0.0
 
@@ -587,45 +636,55 @@ def _selfie_reference(avatar: Avatar) -> tuple[str, str]:
     return image, uploaded.id if uploaded else ""
 
 
-# A create phase holds its fence for as long as its calls can take (an upload, then the create),
-# so a step re-driven meanwhile never sends a second create; it looks again this often.
+# A create phase holds its fence for as long as its calls can take (the lookup, an upload, the
+# create), so a step re-driven meanwhile never sends a second create; it looks again this often.
+# The fence's own value is its owner's token: a step whose fence expired and was taken by
+# another finds its token gone and sends nothing.
 CREATE_FENCE_SECONDS = 2 * replicate_client.CALL_DEADLINE_SECONDS
 FENCE_RECHECK_SECONDS = 2.0
 
 
-def _fence_create(avatar: Avatar) -> datetime | None:
-    """Hold this avatar's create fence; None when taken, else until when another step holds it."""
+@dataclass
+class _Fence:
+    until: datetime
+
+
+def _take_create_fence(avatar: Avatar) -> tuple[_Fence | None, datetime]:
+    """This step's fence, or None and until when another step holds it."""
     now = timezone.now()
+    until = now + timedelta(seconds=CREATE_FENCE_SECONDS)
     taken = (
         Avatar.objects.filter(pk=avatar.pk, poll_seq=avatar.poll_seq)
         .filter(Q(create_fenced_until__isnull=True) | Q(create_fenced_until__lte=now))
-        .update(create_fenced_until=now + timedelta(seconds=CREATE_FENCE_SECONDS))
+        .update(create_fenced_until=until)
     )
     if taken:
-        return None
+        return _Fence(until), until
     held = Avatar.objects.values_list("create_fenced_until", flat=True).get(pk=avatar.pk)
-    return held or now
+    return None, held or now
 
 
-def _release_create_fence(avatar: Avatar) -> None:
-    """Only the step that holds the fence (its `poll_seq` still current) releases it."""
-    Avatar.objects.filter(pk=avatar.pk, poll_seq=avatar.poll_seq).update(create_fenced_until=None)
+def _release_create_fence(avatar: Avatar, fence: _Fence) -> None:
+    Avatar.objects.filter(pk=avatar.pk, create_fenced_until=fence.until).update(
+        create_fenced_until=None
+    )
 
 
 def _create_prediction(avatar: Avatar) -> None:
     """Create the current attempt's prediction, unless an earlier try already did."""
-    held_until = _fence_create(avatar)
-    if held_until is not None:
+    fence, held_until = _take_create_fence(avatar)
+    if fence is None:
         wait = (held_until - timezone.now()).total_seconds()
         _schedule(avatar.pk, avatar.poll_seq, min(max(wait, 0.05), FENCE_RECHECK_SECONDS))
         return
     try:
-        _create_within_fence(avatar)
+        _create_within_fence(avatar, fence)
     finally:
-        _release_create_fence(avatar)
+        _release_create_fence(avatar, fence)
 
 
-def _create_within_fence(avatar: Avatar) -> None:
+def _create_within_fence(avatar: Avatar, fence: _Fence) -> None:
+    """Adopt the prediction a lost create made, or wait for a turn and create one."""
     webhook = webhook_url(avatar.pk)
     file_id = ""
     found = False
@@ -636,10 +695,10 @@ def _create_within_fence(avatar: Avatar) -> None:
             if avatar.session.is_expired():
                 end_generation(avatar.pk, errors.INTERNAL, "the selfie was deleted before use")
                 return
-            if not _take_create_turn(avatar):
+            if not _may_create_now(avatar):
                 return
             image, file_id = _selfie_reference(avatar)
-            state = _send_create(avatar, image, webhook)
+            state = _send_create(avatar, image, webhook, fence)
             if state is None:
                 forget_input_file(file_id)
                 return
@@ -652,17 +711,7 @@ def _create_within_fence(avatar: Avatar) -> None:
     try:
         stored = _store_prediction(avatar, state, file_id)
     except IntegrityError:
-        if found:
-            # Another avatar stored this prediction first: it was not ours. Look again later.
-            logger.warning(
-                "avatar %s: prediction %s belongs to another avatar", avatar.pk, state.id
-            )
-            _schedule(avatar.pk, avatar.poll_seq, retry_delay(retries=1, retry_after=None))
-        else:
-            # This attempt already has its prediction: one per attempt, so this one is stopped.
-            logger.warning("avatar %s: extra prediction %s canceled", avatar.pk, state.id)
-            cancel_prediction_quietly(state.id)
-            forget_input_file(file_id)
+        _after_prediction_taken(avatar, state, file_id, found=found)
         return
     if not stored:
         return
@@ -671,11 +720,34 @@ def _create_within_fence(avatar: Avatar) -> None:
     _schedule_within_deadline(avatar, poll_delay(elapsed=0, webhooks=webhook is not None))
 
 
-def _take_create_turn(avatar: Avatar) -> bool:
-    """Wait for this avatar's turn in the account-wide pace; False when it must wait (scheduled)."""
+def _after_prediction_taken(
+    avatar: Avatar, state: PredictionState, file_id: str, *, found: bool
+) -> None:
+    """Storing the prediction clashed with one stored already: whose is it, and whose is ours?"""
+    owner = Prediction.objects.filter(prediction_id=state.id).values_list("avatar_id", flat=True)
+    owner = owner.first()
+    if owner == avatar.pk:
+        return  # a step re-driven meanwhile adopted it (it polls it now): nothing to undo
+    if owner is not None:
+        # Another avatar stored this prediction first: it was not ours. Look again later.
+        logger.warning("avatar %s: prediction %s belongs to another avatar", avatar.pk, state.id)
+        _schedule(avatar.pk, avatar.poll_seq, retry_delay(retries=1, retry_after=None))
+    elif not found:
+        # This attempt already has another prediction: one per attempt, so this one is stopped.
+        logger.warning("avatar %s: extra prediction %s canceled", avatar.pk, state.id)
+        cancel_prediction_quietly(state.id)
+        forget_input_file(file_id)
+
+
+def _may_create_now(avatar: Avatar) -> bool:
+    """Not while the breaker holds calls back, and only in turn; else the step is rescheduled."""
+    held = breaker.held_back_for()
+    if held > 0:
+        _hold_for_incident(avatar, held, None)
+        return False
     try:
         turn = pacing.take_turn(str(avatar.pk), submitted_at=avatar.created_at.timestamp())
-    except Exception:
+    except redis.RedisError:
         logger.warning("avatar %s: pacing unreachable, creating unpaced", avatar.pk, exc_info=True)
         return True
     if turn.granted:
@@ -687,7 +759,7 @@ def _take_create_turn(avatar: Avatar) -> bool:
 def _record_created() -> None:
     try:
         pacing.record_created()
-    except Exception:
+    except redis.RedisError:
         logger.warning("could not record a create in the shared pace", exc_info=True)
 
 
@@ -702,17 +774,22 @@ def model_input(avatar: Avatar, image: str) -> dict:
     )
 
 
-def _send_create(avatar: Avatar, image: str, webhook: str | None) -> PredictionState | None:
-    """Create the prediction, or None when the avatar ended meanwhile (nothing is sent)."""
+def _send_create(
+    avatar: Avatar, image: str, webhook: str | None, fence: _Fence
+) -> PredictionState | None:
+    """Create the prediction, or None when the avatar ended or the fence was lost (none sent)."""
     # Marked before sending (the first time only, so a lookup covers every earlier try): if we
     # never learn the outcome, the next step looks for the prediction before creating another.
+    # The same update proves the fence is still ours and renews it for the create call.
     first_try = avatar.create_sent_at is None
     now = timezone.now()
-    still_active = Avatar.objects.filter(pk=avatar.pk, status__in=ACTIVE).update(
-        create_sent_at=Coalesce(F("create_sent_at"), now)
-    )
-    if not still_active:
+    renewed = now + timedelta(seconds=replicate_client.CALL_DEADLINE_SECONDS)
+    still_ours = Avatar.objects.filter(
+        pk=avatar.pk, status__in=ACTIVE, create_fenced_until=fence.until
+    ).update(create_sent_at=Coalesce(F("create_sent_at"), now), create_fenced_until=renewed)
+    if not still_ours:
         return None
+    fence.until = renewed
     try:
         return replicate_client.create_prediction(
             model=settings.REPLICATE_MODEL,
@@ -765,6 +842,8 @@ def _store_prediction(avatar: Avatar, state: PredictionState, file_id: str) -> b
             locked.api_retries = 0
             locked.save(update_fields=["status", "create_sent_at", "api_retries"])
             return True
+    if Prediction.objects.filter(avatar_id=avatar.pk, prediction_id=state.id).exists():
+        return False  # a re-driven step adopted it, and the avatar has ended with it since
     # Canceled (or timed out) while we were creating it: stop paying for it.
     cancel_prediction_quietly(state.id)
     forget_input_file(file_id)
@@ -786,6 +865,17 @@ def wake_generation(avatar_id: UUID | str) -> bool:
     return bool(claimed)
 
 
+def _wake_step(avatar_id: str, seq: int) -> bool:
+    """Run step `seq` now instead of at its countdown, if it is still the one waiting."""
+    with transaction.atomic():
+        claimed = Avatar.objects.filter(pk=avatar_id, poll_seq=seq, status__in=ACTIVE).update(
+            poll_seq=seq + 1, next_poll_at=timezone.now()
+        )
+        if claimed:
+            enqueue_step(avatar_id, seq + 1)
+    return bool(claimed)
+
+
 def sweep_avatars(*, batch_size: int = 500) -> dict[str, int]:
     """Re-drive steps whose message was lost, and end what is past its hard deadline.
 
@@ -795,7 +885,7 @@ def sweep_avatars(*, batch_size: int = 500) -> dict[str, int]:
     now = timezone.now()
     overdue = now - timedelta(seconds=settings.AVATAR_SWEEP_GRACE)
     # Past its deadline by more than a step may take: no step is going to end it any more.
-    hard_deadline = now - step_lease()
+    hard_deadline = now - hard_deadline_margin()
     never_started = timedelta(seconds=settings.AVATAR_GENERATION_TIMEOUT)
     counts = {"redriven": 0, "timed_out": 0, "errors": 0}
     ended: list[Prediction] = []

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from avatars.generation import step_lease
+from avatars.generation import hard_deadline_margin
 from avatars.models import Avatar, AvatarTransition
 from credits.audit import find_ledger_problems
 from credits.models import Compensation, LedgerEntry
@@ -23,7 +23,7 @@ TERMINAL = [status.value for status in Avatar.TERMINAL_STATUSES]
 def _unfinished_problems(now) -> list[str]:
     """An unfinished avatar must have a step due, and not be past its deadline for long."""
     problems = []
-    lease = step_lease()
+    lease = hard_deadline_margin()
     sweep = timedelta(seconds=settings.AVATAR_SWEEP_INTERVAL)
     never_started = timedelta(seconds=settings.AVATAR_GENERATION_TIMEOUT)
     for avatar in Avatar.objects.exclude(status__in=TERMINAL).only(

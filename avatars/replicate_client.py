@@ -221,16 +221,17 @@ def _is_transient(exc: ReplicateCallError) -> bool:
     return exc.retryable and exc.kind is errors.PROVIDER_UNAVAILABLE
 
 
-def _guarded(endpoint: str):
+def _guarded(endpoint: str, *, always: bool = False):
     """Pass the breaker, then count the call by endpoint and outcome (`ok`, a status, `network`).
 
-    Transient failures feed the breaker; any other answer tells it Replicate is up.
+    Transient failures feed the breaker; any other answer tells it Replicate is up. `always`
+    calls go even while it is open (a cancel: else a prediction nobody wants is billed on).
     """
 
     def decorate(function):
         @functools.wraps(function)
         def call(*args, **kwargs):
-            admission = breaker.admit()
+            admission = breaker.Admission(allowed=True) if always else breaker.admit()
             if not admission.allowed:
                 raise ReplicateCallError(
                     "held back: Replicate is having an incident",
@@ -244,15 +245,15 @@ def _guarded(endpoint: str):
             except ReplicateCallError as exc:
                 record_replicate_call(endpoint, str(exc.status) if exc.status else "network")
                 if _is_transient(exc):
-                    wait = breaker.record_failure()
+                    wait = breaker.record_failure(probe=admission.probe)
                     if wait is not None:
                         exc.incident = True
                         exc.retry_after = max(exc.retry_after or 0, wait)
                 else:
-                    breaker.record_answer()
+                    breaker.record_answer(probe=admission.probe)
                 raise
             record_replicate_call(endpoint, "ok")
-            breaker.record_answer()
+            breaker.record_answer(probe=admission.probe)
             return result
 
         return call
@@ -281,13 +282,13 @@ def _request_prediction(method: str, path: str, **kwargs) -> PredictionState:
     except httpx.TransportError as exc:
         raise _translate(exc, sent_may_have_happened=method != "GET") from exc
     except ValueError as exc:
-        # An answer we can not read: after a create, a prediction may well exist (look it up).
-        sent = method == "POST"
+        # An answer we can not read is Replicate misbehaving: try again later. After a create,
+        # a prediction may well exist (look it up before creating another).
         raise ReplicateCallError(
             f"unreadable answer to {method} {path}: {exc}",
-            kind=errors.PROVIDER_UNAVAILABLE if sent else errors.INTERNAL,
-            retryable=sent,
-            outcome_unknown=sent,
+            kind=errors.PROVIDER_UNAVAILABLE,
+            retryable=True,
+            outcome_unknown=method == "POST",
         ) from exc
 
 
@@ -316,7 +317,7 @@ def get_prediction(prediction_id: str) -> PredictionState:
     return _request_prediction("GET", f"/v1/predictions/{prediction_id}")
 
 
-@_guarded("cancel")
+@_guarded("cancel", always=True)
 def cancel_prediction(prediction_id: str) -> PredictionState:
     return _request_prediction("POST", f"/v1/predictions/{prediction_id}/cancel")
 

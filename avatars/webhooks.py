@@ -113,9 +113,7 @@ class ReplicateWebhookView(APIView):
 
         try:
             with log_context(avatar_id=str(avatar_id), prediction_id=state.id):
-                recorded = generation.record_reported_state(avatar_id, state)
-                if recorded:
-                    generation.wake_generation(avatar_id)
+                recorded = generation.hand_off_reported_state(avatar_id, state)
         except Exception:
             # Forget the delivery so Replicate's retry of it is processed.
             WebhookDelivery.objects.filter(webhook_id=headers["webhook-id"]).delete()

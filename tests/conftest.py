@@ -44,7 +44,7 @@ def _fresh_provider_state():
     from avatars import breaker, generation, pacing
     from avatars.shared_state import shared_redis
 
-    keys = [breaker.KEY, pacing.BUCKET_KEY, pacing.QUEUE_KEY, pacing.SEEN_KEY]
+    keys = [breaker.KEY, breaker.WAITING_KEY, pacing.BUCKET_KEY, pacing.QUEUE_KEY, pacing.SEEN_KEY]
     generation.forget_run_times()
     shared_redis().delete(*keys)
     yield

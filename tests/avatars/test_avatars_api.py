@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 from freezegun import freeze_time
 
-from avatars import prompts
+from avatars import breaker, pacing, prompts
 from avatars.models import Avatar
 from credits import services as credit_services
 from credits.models import LedgerEntry
@@ -200,3 +200,66 @@ def test_a_finished_avatar_can_not_be_canceled(funded, alice_client, session_id)
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "avatar_finished"
     assert credit_services.get_balance(user=funded) == 9
+
+
+# --- while the provider has trouble ------------------------------------------------------------
+
+
+def test_unfinished_avatars_carry_a_notice_while_the_breaker_is_open(
+    alice_client, funded, session_id, settings
+):
+    settings.REPLICATE_BREAKER_THRESHOLD = 1
+    settings.TIME_ZONE = "UTC"
+    waiting = post_avatar(alice_client, session_id).json()
+    done = Avatar.objects.create(
+        owner=funded,
+        session_id=session_id,
+        style="comic",
+        prompt_version=prompts.PROMPT_VERSION,
+        status="succeeded",
+    )
+    Avatar.objects.filter(pk=waiting["id"]).update(
+        deadline_at=timezone.now().replace(hour=14, minute=32, second=0, microsecond=0)
+    )
+    assert alice_client.get(f"/api/v1/avatars/{waiting['id']}/").json()["notice"] is None
+
+    breaker.record_failure()
+
+    shown = alice_client.get(f"/api/v1/avatars/{waiting['id']}/").json()
+    assert shown["notice"]["code"] == "provider_unavailable"
+    assert shown["notice"]["message"] == (
+        "The image service is having trouble; we keep trying until 14:32."
+    )
+    assert alice_client.get(f"/api/v1/avatars/{done.pk}/").json()["notice"] is None
+    listed = alice_client.get("/api/v1/avatars/").json()["results"]
+    assert {a["id"]: a["notice"] is not None for a in listed} == {
+        waiting["id"]: True,
+        str(done.pk): False,
+    }
+
+
+def test_an_avatar_waiting_for_a_create_slot_knows_its_place(alice_client, funded, session_id):
+    first = post_avatar(alice_client, session_id).json()
+    second = post_avatar(alice_client, session_id).json()
+    pacing.record_throttled(60.0)  # every create waits a minute
+    for index, avatar in enumerate((first, second)):
+        assert not pacing.take_turn(avatar["id"], submitted_at=index).granted
+
+    positions = [
+        alice_client.get(f"/api/v1/avatars/{a['id']}/").json()["queue_position"]
+        for a in (first, second)
+    ]
+
+    assert positions == [1, 2]
+
+
+def test_the_api_still_answers_when_redis_is_unreachable(
+    alice_client, funded, session_id, settings
+):
+    avatar = post_avatar(alice_client, session_id).json()
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+
+    shown = alice_client.get(f"/api/v1/avatars/{avatar['id']}/")
+
+    assert shown.status_code == 200
+    assert (shown.json()["notice"], shown.json()["queue_position"]) == (None, None)

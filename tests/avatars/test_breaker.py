@@ -52,7 +52,7 @@ def test_one_probe_per_cool_off_and_the_cool_off_grows_to_its_cap(threshold):
         probe = breaker.admit(now=now)
         assert probe.allowed and probe.probe
         assert not breaker.admit(now=now).allowed  # only one caller probes
-        wait = breaker.record_failure(now=now)
+        wait = breaker.record_failure(probe=True, now=now)
         cool_off = min(breaker.COOL_OFF_MAX, cool_off * breaker.COOL_OFF_GROWTH)
         assert wait == pytest.approx(cool_off)
         probes.append(now)
@@ -72,11 +72,23 @@ def test_a_probe_that_never_reports_back_does_not_block_the_next_one(threshold):
 
 
 @pytest.mark.django_db
-def test_an_answer_closes_it_and_resolves_the_alert(threshold):
+def test_calls_already_under_way_when_it_opened_change_nothing(threshold):
     for _ in range(3):
         breaker.record_failure(now=T0)
 
+    assert breaker.record_failure(now=T0 + 1) == pytest.approx(breaker.COOL_OFF_INITIAL - 1)
     breaker.record_answer()
+
+    assert breaker.current_state().open
+    assert breaker.admit(now=T0 + breaker.COOL_OFF_INITIAL).probe, "the probe still comes at 5 s"
+
+
+@pytest.mark.django_db
+def test_an_answered_probe_closes_it_and_resolves_the_alert(threshold):
+    for _ in range(3):
+        breaker.record_failure(now=T0)
+
+    breaker.record_answer(probe=True)
 
     assert not breaker.current_state().open
     assert breaker.admit(now=T0 + 1).allowed

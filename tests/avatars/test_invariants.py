@@ -101,7 +101,7 @@ def test_an_avatar_long_past_its_deadline_is_caught(funded, settings):
     avatar = make_avatar(
         funded, status="running", attempts=1, deadline_at=timezone.now() + timedelta(seconds=5)
     )
-    slack = generation.step_lease().total_seconds() + settings.AVATAR_SWEEP_INTERVAL
+    slack = generation.hard_deadline_margin().total_seconds() + settings.AVATAR_SWEEP_INTERVAL
 
     with freeze_time(avatar.deadline_at + timedelta(seconds=slack - 1)):
         assert find_invariant_problems() == []

@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pythonjsonlogger.json import JsonFormatter
 
-from avatars import generation, metrics, replicate_client
+from avatars import breaker, generation, metrics, pacing, replicate_client
 from avatars.log_context import ContextFilter, log_context
 from avatars.models import Avatar, SelfieSession
 from avatars.shared_state import shared_redis
@@ -140,3 +141,20 @@ def test_log_format_setting_refuses_unknown_values():
         timeout=60,
     )
     assert result.returncode != 0 and "LOG_FORMAT" in result.stderr
+
+
+def test_metrics_show_the_breaker_and_the_create_pace(admin_client, settings):
+    settings.REPLICATE_CREATES_PER_MINUTE = 600
+    settings.REPLICATE_BREAKER_THRESHOLD = 1
+    closed = samples(admin_client.get("/metrics"))
+    assert closed[("replicate_breaker_open", ())] == 0
+    assert closed[("replicate_create_rate_per_minute", ())] == 600
+
+    breaker.record_failure()
+    pacing.record_throttled(1.0)
+    pacing.take_turn("waiting", submitted_at=0, now=time.time())
+    found = samples(admin_client.get("/metrics"))
+
+    assert found[("replicate_breaker_open", ())] == 1
+    assert found[("replicate_create_rate_per_minute", ())] == 300
+    assert found[("avatar_create_queue", ())] == 1

@@ -11,7 +11,7 @@ from django.utils import timezone
 from freezegun import freeze_time
 from PIL import Image
 
-from avatars import generation, prompts, replicate_client
+from avatars import breaker, generation, prompts, replicate_client
 from avatars.models import Avatar, SelfieSession
 from avatars.selfies import prepare_selfie_from_settings
 from avatars.services import create_selfie_session
@@ -284,7 +284,7 @@ def test_the_sweeper_fails_and_refunds_what_is_past_its_hard_deadline(funded_ali
         attempts=1,
         deadline_at=start + timedelta(seconds=settings.AVATAR_GENERATION_TIMEOUT),
     )
-    lease = generation.step_lease().total_seconds()
+    lease = generation.hard_deadline_margin().total_seconds()
 
     with freeze_time(avatar.deadline_at + timedelta(seconds=lease - 1)):
         assert generation.sweep_avatars()["timed_out"] == 0
@@ -369,3 +369,112 @@ def test_a_session_without_its_selfie_can_not_be_generated(funded_alice):
     avatar.refresh_from_db()
     assert avatar.status == "failed"
     assert ledger_for(str(avatar.pk)) == [("spend", -1), ("refund", 1)]
+
+
+# --- deadlines and the provider's limits -------------------------------------------------------
+
+
+def _running_with_prediction(owner, *, seconds_left: float, status: str = "processing"):
+    avatar = make_avatar(
+        owner,
+        status="running",
+        attempts=1,
+        deadline_at=timezone.now() + timedelta(seconds=seconds_left),
+    )
+    prediction = avatar.predictions.create(number=1, prediction_id=f"p-{avatar.pk}", status=status)
+    return avatar, prediction
+
+
+@pytest.mark.django_db
+def test_a_retryable_failure_starts_another_attempt_only_with_enough_time_left(
+    funded_alice, settings
+):
+    settings.AVATAR_MIN_ATTEMPT_SECONDS = 120
+    failed = {"status": "failed", "error": "Director: unexpected error handling prediction (E6716)"}
+    roomy, roomy_prediction = _running_with_prediction(funded_alice, seconds_left=300)
+    tight, tight_prediction = _running_with_prediction(funded_alice, seconds_left=100)
+
+    again = generation.apply_prediction_state(
+        roomy.pk, replicate_client.PredictionState(id=roomy_prediction.prediction_id, **failed)
+    )
+    ended = generation.apply_prediction_state(
+        tight.pk, replicate_client.PredictionState(id=tight_prediction.prediction_id, **failed)
+    )
+
+    assert again is generation.Outcome.NEXT_ATTEMPT
+    assert ended is generation.Outcome.DONE
+    tight.refresh_from_db()
+    assert (tight.status, tight.attempts) == ("failed", 1)
+    assert "too little time left" in tight.error_detail
+    assert ledger_for(str(tight.pk)) == [("spend", -1), ("refund", 1)]
+
+
+@pytest.mark.django_db
+def test_a_prediction_replicate_canceled_at_our_deadline_is_a_timeout(funded_alice):
+    avatar, prediction = _running_with_prediction(funded_alice, seconds_left=1)
+
+    generation.apply_prediction_state(
+        avatar.pk, replicate_client.PredictionState(id=prediction.prediction_id, status="canceled")
+    )
+
+    avatar.refresh_from_db()
+    assert (avatar.status, avatar.error_code) == ("failed", "timeout")
+    assert ledger_for(str(avatar.pk)) == [("spend", -1), ("refund", 1)]
+
+
+@pytest.mark.django_db
+def test_a_webhooks_reported_state_is_applied_by_the_step_without_reading_again(
+    funded_alice, monkeypatch
+):
+    avatar, prediction = _running_with_prediction(funded_alice, seconds_left=300)
+    reported = replicate_client.PredictionState(
+        id=prediction.prediction_id, status="failed", error="Your request was rejected (E005)"
+    )
+    assert generation.record_reported_state(avatar.pk, reported)
+    assert generation.record_reported_state(avatar.pk, reported), "a retry wakes it again"
+
+    def no_reads(prediction_id):
+        raise AssertionError("the step read the prediction again")
+
+    monkeypatch.setattr(replicate_client, "get_prediction", no_reads)
+    avatar.refresh_from_db()
+    generation.advance_generation(avatar.pk, avatar.poll_seq)
+
+    avatar.refresh_from_db()
+    assert avatar.status == "failed"
+    assert not generation.record_reported_state(avatar.pk, reported), "applied: nothing to wake"
+    assert not generation.record_reported_state(avatar.pk, reported), "applied: nothing to wake"
+
+
+@pytest.mark.django_db
+def test_pacing_and_the_breaker_fail_open_when_redis_is_unreachable(funded_alice, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    avatar = make_avatar(funded_alice, status="queued", attempts=1)
+
+    assert generation._may_create_now(avatar) is True
+    assert breaker.admit().allowed
+    assert breaker.record_failure() is None
+    assert not breaker.current_state().open
+
+
+@pytest.mark.django_db
+def test_steps_held_back_by_the_breaker_run_the_moment_it_closes(funded_alice, settings):
+    # Given two avatars held back by an open breaker, one of which has since moved on
+    settings.REPLICATE_BREAKER_THRESHOLD = 1
+    breaker.record_failure()
+    waiting = make_avatar(funded_alice, status="running", attempts=1, poll_seq=5)
+    moved_on = make_avatar(funded_alice, status="running", attempts=1, poll_seq=4)
+    later = timezone.now() + timedelta(seconds=40)
+    Avatar.objects.update(next_poll_at=later)
+    breaker.wait_for_close(f"{waiting.pk}:5")
+    breaker.wait_for_close(f"{moved_on.pk}:3")
+
+    # When the probe is answered, closing it
+    breaker.record_answer(probe=True)
+
+    # Then the one still waiting is due now, under a new step number; the other is untouched
+    waiting.refresh_from_db()
+    moved_on.refresh_from_db()
+    assert waiting.poll_seq == 6 and waiting.next_poll_at < later
+    assert (moved_on.poll_seq, moved_on.next_poll_at) == (4, later)
+    assert breaker.take_waiters() == []

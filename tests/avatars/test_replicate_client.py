@@ -435,7 +435,7 @@ def test_an_unknown_model_is_not_retried(sim: SimulatorHandle) -> None:
     assert error.status == 404
 
 
-def test_an_answer_that_is_not_a_prediction_is_an_internal_error(sim: SimulatorHandle) -> None:
+def test_an_answer_that_is_not_a_prediction_is_read_again_later(sim: SimulatorHandle) -> None:
     # Given a read answered 200 with JSON that is not a prediction (here: the secret endpoint)
     # When it is read as a prediction
     error = call_error(
@@ -444,9 +444,10 @@ def test_an_answer_that_is_not_a_prediction_is_an_internal_error(sim: SimulatorH
         "/v1/webhooks/default/secret",
     )
 
-    # Then it is our problem, not Replicate's: not retried
-    assert error.kind is errors.INTERNAL
-    assert error.retryable is False
+    # Then it is Replicate misbehaving, not a failed generation: the next read may do better
+    assert error.kind is errors.PROVIDER_UNAVAILABLE
+    assert error.retryable is True
+    assert error.outcome_unknown is False
 
 
 # --- Errors on the way to Replicate --------------------------------------------------------------

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from django.test import Client
 
-from avatars import breaker, generation
+from avatars import breaker, generation, replicate_client
 from avatars.models import Alert, Avatar, Prediction
 from avatars.tasks import submit_avatar_task
 from credits import services as credit_services
@@ -260,6 +260,41 @@ def test_a_create_step_that_outlives_its_lease_never_sends_a_second_create(
     report("a create step re-driven past its lease: one create, one prediction")
 
 
+def test_a_create_answered_after_its_fence_expired_keeps_the_prediction_a_lookup_adopted(
+    pipeline, alice, settings, monkeypatch, report
+):
+    # Given steps leased for half a second, a create fence of one second, and a create that
+    # Replicate makes at once but answers only after 4 s
+    monkeypatch.setattr(generation, "step_lease", lambda: timedelta(seconds=0.5))
+    monkeypatch.setattr(generation, "CREATE_FENCE_SECONDS", 1.0)
+    monkeypatch.setattr(replicate_client, "CALL_DEADLINE_SECONDS", 1.0)
+    settings.AVATAR_SWEEP_GRACE = 0.1
+    pipeline.delay(4, on="create", after_create=True)
+    credit_services.grant_credits(user=alice, amount=1)
+    [avatar_id] = make_avatars(alice, 1)
+    generation.enqueue_submission(avatar_id)
+
+    # When the sweeper re-drives the step, whose successor (once the fence expired) finds the
+    # prediction by lookup and adopts it, and only then the slow create's answer arrives
+    wait_for(lambda: len(pipeline.predictions()) == 1, timeout=10, message="the create made")
+    wait_for(lambda: generation.sweep_avatars()["redriven"] >= 1, timeout=5, interval=0.2)
+    made = pipeline.predictions()[0]["id"]
+    wait_for(
+        lambda: [e for e in pipeline.requests(path=CREATE_PATH) if e["scenario"] == "delay"],
+        timeout=10,
+        message="the slow create answered",
+    )
+    _wait_until_all_finished([avatar_id], timeout=30)
+
+    # Then the avatar keeps that one prediction: the late answer canceled nothing
+    _assert_all_succeeded_without_refunds([avatar_id])
+    assert Prediction.objects.get(avatar_id=avatar_id).prediction_id == made
+    assert len(pipeline.requests(method="POST", path=CREATE_PATH)) == 1
+    assert not [e for e in pipeline.requests(method="POST") if e["path"].endswith("/cancel")]
+    assert_invariants()
+    report("a create answered after its fence expired: the adopted prediction kept, none canceled")
+
+
 def test_webhooks_answer_in_milliseconds_while_each_download_takes_2_s(
     pipeline, alice, settings, report
 ):
@@ -305,7 +340,8 @@ def test_webhooks_answer_in_milliseconds_while_each_download_takes_2_s(
     assert p99 < 0.05, durations
     _wait_until_all_finished(ids, timeout=60)
     _assert_all_succeeded_without_refunds(ids)
-    assert len(pipeline.requests(path=f"/v1/predictions/{prediction.prediction_id}")) == 1
+    for prediction in Prediction.objects.all():  # only ours above: the worker never read again
+        assert len(pipeline.requests(path=f"/v1/predictions/{prediction.prediction_id}")) == 1
     assert_invariants()
     report(f"webhooks with 2 s downloads: endpoint p99 {p99 * 1000:.0f} ms; {count} succeeded")
 
