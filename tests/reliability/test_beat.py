@@ -36,6 +36,8 @@ def test_two_beat_processes_at_once_sweep_each_avatar_once(
         "AVATAR_SWEEP_GRACE": "1",
         "CELERY_TASK_TIME_LIMIT": "20",
         "AVATAR_GENERATION_TIMEOUT": "120",
+        # All created at once: no step waits a countdown for its turn that a sweep could overtake.
+        "REPLICATE_CREATES_BURST": str(AVATARS),
     }
     worker = start_worker(**fast_sweeps)
     beats = [start_beat(**fast_sweeps), start_beat(**fast_sweeps)]
