@@ -313,10 +313,11 @@ def test_the_sweeper_gives_up_on_an_avatar_never_submitted_in_time(funded_alice,
     assert (avatar.status, avatar.error_code) == ("failed", "timeout")
 
 
-def wait_until_all_finished(ids) -> None:
+def wait_until_all_finished(ids, *, timeout: float = 30) -> None:
     wait_for(
         lambda: not Avatar.objects.filter(pk__in=ids, status__in=generation.ACTIVE).exists(),
-        timeout=30,
+        timeout=timeout,
+        interval=0.2,
         message="every avatar finished",
     )
 

@@ -21,7 +21,7 @@ from credits import services as credit_services
 from credits.models import LedgerEntry
 from replicate_simulator.testing import wait_for
 from tests.avatars.test_pipeline import CREATE_PATH
-from tests.avatars.test_recovery import make_avatars
+from tests.avatars.test_recovery import make_avatars, wait_until_all_finished
 from tests.avatars.test_webhooks import WEBHOOK_PATH, signed_headers
 from tests.conftest import _client_for
 from tests.reliability.tally import assert_invariants
@@ -29,7 +29,6 @@ from tests.reliability.tally import assert_invariants
 pytestmark = pytest.mark.django_db(transaction=True)
 
 OUTAGE_SECONDS = 45
-ACTIVE = ["queued", "running"]
 
 
 def _at(entry: dict) -> datetime:
@@ -39,15 +38,6 @@ def _at(entry: dict) -> datetime:
 def _submit(send, ids) -> None:
     for avatar_id in ids:
         send(submit_avatar_task, str(avatar_id), 0)
-
-
-def _wait_until_all_finished(ids, *, timeout: float) -> None:
-    wait_for(
-        lambda: not Avatar.objects.filter(pk__in=ids, status__in=ACTIVE).exists(),
-        timeout=timeout,
-        interval=0.2,
-        message="every avatar finished",
-    )
 
 
 def _assert_all_succeeded_without_refunds(ids) -> None:
@@ -100,14 +90,14 @@ def test_a_45_s_outage_loses_neither_the_5_running_nor_the_5_submitted_during_it
     shown = [api.get(f"/api/v1/avatars/{avatar_id}/").json() for avatar_id in running + submitted]
     assert time.monotonic() < outage_until, "checked while the outage lasted"
     for avatar in shown:
-        assert avatar["status"] in ACTIVE
+        assert avatar["status"] in generation.ACTIVE
         assert avatar["notice"]["code"] == "provider_unavailable"
         assert "we keep trying until" in avatar["notice"]["message"]
     assert Alert.objects.filter(rule="provider_unavailable", resolved_at__isnull=True).exists()
 
     # and after it all ten succeed with their images: nothing canceled, nothing refunded
     # (the first probe after it comes up to 21 s late: probes at 5, 12.5, 24, 41 and 66 s)
-    _wait_until_all_finished(running + submitted, timeout=OUTAGE_SECONDS + 75)
+    wait_until_all_finished(running + submitted, timeout=OUTAGE_SECONDS + 75)
     _assert_all_succeeded_without_refunds(running + submitted)
     assert not [e for e in pipeline.requests(method="POST") if e["path"].endswith("/cancel")]
     assert {p["status"] for p in pipeline.predictions()} == {"succeeded"}
@@ -158,7 +148,7 @@ def test_80_submissions_from_8_users_fit_an_account_of_20_at_once_and_30_a_minut
     assert last["queue_position"] > 20
 
     # and all 80 succeed, in at most 1.3 times the ideal time, with few 429s
-    _wait_until_all_finished(ids, timeout=400)
+    wait_until_all_finished(ids, timeout=400)
     took = time.monotonic() - started
     ideal = (80 - 20) / (30 / 60) + latency
     _assert_all_succeeded_without_refunds(ids)
@@ -189,7 +179,7 @@ def test_a_prediction_that_succeeds_5_s_before_the_deadline_is_kept(
 
     # When it runs
     _submit(send, [avatar_id])
-    _wait_until_all_finished([avatar_id], timeout=60)
+    wait_until_all_finished([avatar_id], timeout=60)
 
     # Then the read at the deadline finds it succeeded, and it is kept
     _assert_all_succeeded_without_refunds([avatar_id])
@@ -231,7 +221,7 @@ def test_a_create_step_that_outlives_its_lease_never_sends_a_second_create(
         timeout=10,
         message="the slow create's step done",
     )
-    _wait_until_all_finished([avatar_id], timeout=30)
+    wait_until_all_finished([avatar_id], timeout=30)
 
     # Then there was only ever one create, and the avatar has its one prediction
     _assert_all_succeeded_without_refunds([avatar_id])
@@ -265,7 +255,7 @@ def test_a_create_answered_after_its_fence_expired_keeps_the_prediction_a_lookup
         timeout=10,
         message="the slow create answered",
     )
-    _wait_until_all_finished([avatar_id], timeout=30)
+    wait_until_all_finished([avatar_id], timeout=30)
 
     # Then the avatar keeps that one prediction: the late answer canceled nothing
     _assert_all_succeeded_without_refunds([avatar_id])
@@ -319,7 +309,7 @@ def test_webhooks_answer_in_milliseconds_while_each_download_takes_2_s(
     # Then each was answered at once (p99 under 50 ms); the worker downloads and finishes them
     p99 = statistics.quantiles(durations, n=100, method="inclusive")[98]
     assert p99 < 0.05, durations
-    _wait_until_all_finished(ids, timeout=60)
+    wait_until_all_finished(ids, timeout=60)
     _assert_all_succeeded_without_refunds(ids)
     for prediction in Prediction.objects.all():  # only ours above: the worker never read again
         assert len(pipeline.requests(path=f"/v1/predictions/{prediction.prediction_id}")) == 1
@@ -349,7 +339,7 @@ def test_a_worker_killed_with_8_running_finishes_them_within_25_s_of_its_restart
     restarted_at = time.monotonic()
 
     # Then all 8 succeed within 25 s of the restart
-    _wait_until_all_finished(ids, timeout=60)
+    wait_until_all_finished(ids, timeout=60)
     took = time.monotonic() - restarted_at
     _assert_all_succeeded_without_refunds(ids)
     assert len(pipeline.requests(method="POST", path=CREATE_PATH)) == 8
