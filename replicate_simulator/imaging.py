@@ -6,6 +6,7 @@ import hashlib
 import io
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
@@ -41,7 +42,7 @@ def render_comic(
     # Smoothing is the costly step, so it runs at the working size; the flat colours and
     # ink lines are made at the final size so scaling does not blur them.
     smooth = ImageOps.contain(
-        picture.filter(ImageFilter.MedianFilter(5)), size, Image.Resampling.LANCZOS
+        picture.filter(ImageFilter.MedianFilter(3)), size, Image.Resampling.LANCZOS
     )
     comic = _comicify(smooth)
     transparent = background == "transparent" and output_format in ("png", "webp")
@@ -100,11 +101,17 @@ def _encode(picture: Image.Image, output_format: str, compression: int) -> bytes
 
 
 class RenderCache:
-    """Bounded memo of renders: hundreds of predictions of the same selfie render once."""
+    """Bounded memo of renders: hundreds of predictions of the same selfie render once.
+
+    Once even when they come at the same moment: the first caller renders, the others wait for
+    its result. Rendering holds the GIL for about half a second, and several copies of it at
+    once would stall the whole simulator (its API included), which Replicate never does.
+    """
 
     def __init__(self, max_entries: int = 32) -> None:
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._pending: dict[str, Future[bytes]] = {}
         self._max = max_entries
 
     def render(self, source: bytes | None, **options: object) -> bytes:
@@ -113,9 +120,22 @@ class RenderCache:
             if key in self._entries:
                 self._entries.move_to_end(key)
                 return self._entries[key]
-        rendered = render_comic(source, **options)  # type: ignore[arg-type]
+            pending = self._pending.get(key)
+            if pending is None:
+                self._pending[key] = mine = Future()
+        if pending is not None:
+            return pending.result()
+        try:
+            rendered = render_comic(source, **options)  # type: ignore[arg-type]
+        except BaseException as exc:
+            with self._lock:
+                del self._pending[key]
+            mine.set_exception(exc)
+            raise
         with self._lock:
+            del self._pending[key]
             self._entries[key] = rendered
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
+        mine.set_result(rendered)
         return rendered

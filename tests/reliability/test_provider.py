@@ -85,7 +85,11 @@ def test_a_45_s_outage_loses_neither_the_5_running_nor_the_5_submitted_during_it
     _submit(send, submitted)
 
     # Then while it lasts every unfinished avatar shows the notice, and the alert is open
-    wait_for(lambda: breaker.current_state().open, timeout=20, message="the breaker opened")
+    opened = wait_for(
+        lambda: (state := breaker.current_state()).open and state,
+        timeout=20,
+        message="the breaker opened",
+    )
     api = _client_for(alice)
     shown = [api.get(f"/api/v1/avatars/{avatar_id}/").json() for avatar_id in running + submitted]
     assert time.monotonic() < outage_until, "checked while the outage lasted"
@@ -104,15 +108,18 @@ def test_a_45_s_outage_loses_neither_the_5_running_nor_the_5_submitted_during_it
     assert Prediction.objects.count() == 10
     assert Alert.objects.get(rule="provider_unavailable").resolved_at is not None
     assert api.get(f"/api/v1/avatars/{submitted[0]}/").json()["notice"] is None
-    # and once the breaker opened, at most 2 calls in any 10 s reached the provider
+    # and once the breaker opened, at most 2 calls in any 10 s reached the provider (those
+    # already under way when it opened may still arrive: they were sent before)
     during = [_at(entry) for entry in pipeline.requests() if entry["scenario"] == "outage"]
-    opened_by = settings.REPLICATE_BREAKER_THRESHOLD
-    assert len(during) > opened_by, "the outage was met"
-    assert _most_in_any_window(during[opened_by:], 10) <= 2, during
+    assert len(during) >= settings.REPLICATE_BREAKER_THRESHOLD, "the outage was met"
+    after_opening = [moment for moment in during if moment > opened.opened_at]
+    assert after_opening, "probes were sent"
+    assert _most_in_any_window(after_opening, 10) <= 2, (opened.opened_at, during)
     assert_invariants()
     report(
         f"outage {OUTAGE_SECONDS} s, 5 running + 5 submitted: notice shown, all 10 succeeded, "
-        f"no refund; {len(during)} calls met it ({opened_by} opened the breaker, then probes)"
+        f"no refund; {len(during)} calls met it, {len(after_opening)} of them (probes) after "
+        "the breaker opened"
     )
 
 

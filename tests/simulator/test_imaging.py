@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image
 
+from replicate_simulator import imaging
 from replicate_simulator.imaging import ImageError, RenderCache, render_comic
+from replicate_simulator.testing import wait_for
 
 
 def test_comic_is_1024_square_png_and_deterministic(selfie_bytes):
@@ -74,3 +78,51 @@ def test_cache_returns_identical_bytes(selfie_bytes):
     assert cache.render(selfie_bytes, output_format="png") is first
     cache.render(None, output_format="png")
     assert cache.render(selfie_bytes, output_format="png") == first
+
+
+class _CountingLock:
+    """A lock that counts how often it was taken: each render call takes it first thing."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.taken = 0
+
+    def __enter__(self):
+        self._lock.acquire()
+        self.taken += 1
+
+    def __exit__(self, *exc):
+        self._lock.release()
+
+
+def test_renders_of_one_image_at_the_same_moment_render_it_once(selfie_bytes, monkeypatch):
+    cache = RenderCache()
+    cache._lock = lock = _CountingLock()
+    calls = []
+    release = threading.Event()
+
+    def slow_render(source, **options):
+        calls.append(source)
+        release.wait(timeout=10)
+        return b"rendered"
+
+    monkeypatch.setattr(imaging, "render_comic", slow_render)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        renders = [pool.submit(cache.render, selfie_bytes, output_format="png") for _ in range(4)]
+        # all four have looked in the cache, none has its picture yet
+        wait_for(lambda: lock.taken >= 4, timeout=10, message="four renders under way")
+        release.set()
+        results = [render.result(timeout=10) for render in renders]
+
+    assert results == [b"rendered"] * 4
+    assert len(calls) == 1
+
+
+def test_a_failed_render_fails_its_waiters_and_is_tried_again(selfie_bytes):
+    cache = RenderCache()
+
+    with pytest.raises(ImageError):
+        cache.render(b"not an image", output_format="png")
+    with pytest.raises(ImageError):
+        cache.render(b"not an image", output_format="png")
+    assert cache.render(selfie_bytes, output_format="png")
