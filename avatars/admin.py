@@ -58,7 +58,14 @@ class AvatarAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # an avatar's row is the other half of its ledger entries
 
-    @admin.action(description="Cancel the selected running avatars (refunds them)")
+    def has_goodwill_permission(self, request: HttpRequest) -> bool:
+        """Opening a compensation is adding one: the credits app's own permission."""
+        return request.user.has_perm("credits.add_compensation")
+
+    # Both actions move credits: a view-only staff member sees neither.
+    @admin.action(
+        description="Cancel the selected running avatars (refunds them)", permissions=["change"]
+    )
     def cancel_running(self, request: HttpRequest, queryset):
         canceled = 0
         for avatar in queryset.filter(status__in=generation.ACTIVE):
@@ -70,7 +77,9 @@ class AvatarAdmin(admin.ModelAdmin):
             )
         self.message_user(request, f"Canceled {canceled} avatar(s).")
 
-    @admin.action(description="Open a goodwill compensation (pending review)…")
+    @admin.action(
+        description="Open a goodwill compensation (pending review)…", permissions=["goodwill"]
+    )
     def open_goodwill_compensation(self, request: HttpRequest, queryset):
         def open_one(avatar: Avatar, data: dict) -> None:
             if avatar.status != Avatar.Status.SUCCEEDED:

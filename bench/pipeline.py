@@ -93,6 +93,9 @@ class StageResult:
     wall: float = math.nan
     overhead: list[float] = field(default_factory=list)
     overhead_server: list[float] = field(default_factory=list)
+    # With webhooks, the overhead in two: to the webhook's report recorded, then to `succeeded`.
+    overhead_reported: list[float] = field(default_factory=list)
+    overhead_applied: list[float] = field(default_factory=list)
     inflight_peak: int = 0
     calls: Counter[str] = field(default_factory=Counter)
     call_errors: int = 0
@@ -160,6 +163,8 @@ class StageResult:
             "completions_per_s": self.completions_per_s,
             "overhead": self.overhead,
             "overhead_server": self.overhead_server,
+            "overhead_reported": self.overhead_reported,
+            "overhead_applied": self.overhead_applied,
             "overhead_p95": self.overhead_p95,
             "overhead_p95_bar": self.overhead_bar,
             "overhead_p95_met": self.overhead_met,
@@ -572,6 +577,7 @@ def _overheads(result: StageResult, predictions: list[dict], watcher: Watcher, d
             if planned.get(p["id"]) and p.get("created_at")
         ]
     )
+    reported: dict[str, float] = {}
     connection = psycopg2.connect(db_url)
     try:
         with connection.cursor() as cursor:
@@ -587,10 +593,13 @@ def _overheads(result: StageResult, predictions: list[dict], watcher: Watcher, d
                 }
             else:
                 cursor.execute(
-                    "SELECT DISTINCT ON (avatar_id) avatar_id::text, prediction_id "
+                    "SELECT DISTINCT ON (avatar_id) avatar_id::text, prediction_id, "
+                    "extract(epoch FROM reported_at) "
                     "FROM avatars_prediction ORDER BY avatar_id, number DESC"
                 )
-                last = dict(cursor.fetchall())
+                rows = cursor.fetchall()
+                last = {avatar_id: prediction_id for avatar_id, prediction_id, _ in rows}
+                reported = {avatar_id: float(at) for avatar_id, _, at in rows if at is not None}
     finally:
         connection.close()
     for avatar_id, (seen, status) in watcher.seen_api.items():
@@ -600,6 +609,9 @@ def _overheads(result: StageResult, predictions: list[dict], watcher: Watcher, d
         result.overhead.append(seen - finish)
         if avatar_id in completed:
             result.overhead_server.append(completed[avatar_id] - finish)
+            if avatar_id in reported:
+                result.overhead_reported.append(reported[avatar_id] - finish)
+                result.overhead_applied.append(completed[avatar_id] - reported[avatar_id])
 
 
 def overhead_verdict(result: StageResult) -> str:

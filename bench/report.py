@@ -26,6 +26,10 @@ def _f(value: float | None, digits: int = 2, suffix: str = "") -> str:
     return f"{value:.{digits}f}{suffix}"
 
 
+def _percentiles(values: list[float]) -> str:
+    return " / ".join(_f(percentile(values, q), 2) for q in (50, 95, 99))
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -74,7 +78,7 @@ def _pipeline(results: list[StageResult]) -> list[str]:
                 _f(r.wall, 1),
                 _f(r.completions_per_s, 2),
                 str(r.inflight_peak),
-                " / ".join(_f(percentile(r.overhead, q), 2) for q in (50, 95, 99)),
+                _percentiles(r.overhead),
                 overhead_verdict(r).replace("missed", "**missed**") or "–",
                 _f(r.per_avatar(r.api_calls), 2),
                 _f(r.per_avatar(r.cpu.get("worker", 0.0)) * 1000, 1),
@@ -150,7 +154,9 @@ def _pipeline(results: list[StageResult]) -> list[str]:
                 _f(r.per_avatar(r.cpu.get("simulator", 0.0)) * 1000, 1),
                 _f(r.per_avatar(commits), 1),
                 _f(r.per_avatar(written), 1),
-                " / ".join(_f(percentile(r.overhead_server, q), 2) for q in (50, 95, 99)),
+                _percentiles(r.overhead_server),
+                _percentiles(r.overhead_reported),
+                _percentiles(r.overhead_applied),
             ]
         )
     out += _table(
@@ -164,6 +170,8 @@ def _pipeline(results: list[StageResult]) -> list[str]:
             "PostgreSQL commits/avatar (all)",
             "rows written/avatar",
             "overhead by `completed_at` (server clock) p50/p95/p99 s",
+            "of it, to the webhook recorded p50/p95/p99 s",
+            "then to `succeeded` p50/p95/p99 s",
         ],
         rows,
     )

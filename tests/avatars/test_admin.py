@@ -227,6 +227,63 @@ def test_staff_cancels_a_running_avatar_and_it_is_refunded(alice, admin_client):
     assert credit_services.get_balance(user=alice) == 1
 
 
+def _staff_with(django_user_model, *permissions: str):
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(
+        username="viewer", password="viewer-password-1", is_staff=True
+    )
+    for permission in permissions:
+        app_label, codename = permission.split(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
+    return logged_in(user, "viewer-password-1")
+
+
+def _actions_offered(client: Client) -> set[str]:
+    response = client.get("/admin/avatars/avatar/")
+    assert response.status_code == 200
+    form = response.context["action_form"]  # None when no action is offered
+    return {name for name, _ in form.fields["action"].choices if name} if form else set()
+
+
+def test_view_only_staff_can_neither_cancel_nor_compensate(alice, django_user_model):
+    credit_services.grant_credits(user=alice, amount=2)
+    running = make_avatar(alice, status="running", attempts=1)
+    succeeded = make_avatar(alice, status="succeeded")
+    viewer = _staff_with(django_user_model, "avatars.view_avatar")
+
+    assert _actions_offered(viewer) == set()
+    viewer.post(
+        "/admin/avatars/avatar/", {"action": "cancel_running", ACTION_CHECKBOX_NAME: [running.pk]}
+    )
+    viewer.post(
+        "/admin/avatars/avatar/",
+        {
+            "action": "open_goodwill_compensation",
+            ACTION_CHECKBOX_NAME: [succeeded.pk],
+            "apply": "1",
+            "note": "sneaky",
+        },
+    )
+
+    running.refresh_from_db()
+    assert running.status == "running"
+    assert not Compensation.objects.exists()
+    assert credit_services.get_balance(user=alice) == 0
+
+
+def test_cancelling_needs_change_avatar_and_compensating_needs_add_compensation(
+    django_user_model,
+):
+    changer = _staff_with(django_user_model, "avatars.view_avatar", "avatars.change_avatar")
+    assert _actions_offered(changer) == {"cancel_running"}
+    django_user_model.objects.filter(username="viewer").delete()
+    compensator = _staff_with(django_user_model, "avatars.view_avatar", "credits.add_compensation")
+    assert _actions_offered(compensator) == {"open_goodwill_compensation"}
+
+
 def test_staff_opens_a_goodwill_compensation_for_a_succeeded_avatar(alice, admin_client):
     credit_services.grant_credits(user=alice, amount=1)
     avatar = make_avatar(alice, status="succeeded")
