@@ -144,7 +144,12 @@ STORAGES = {
 }
 
 # --- REST API -----------------------------------------------------------------------------
+# Proxies in front of the web that each append the address they saw to X-Forwarded-For. The
+# client is the address the outermost of them saw; 0 (no proxy): REMOTE_ADDR, and the header,
+# which anyone can write, is ignored. Throttles per address depend on it.
+TRUSTED_PROXY_COUNT = _at_least("TRUSTED_PROXY_COUNT", _read("TRUSTED_PROXY_COUNT", env.int, 0), 0)
 REST_FRAMEWORK = {
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",

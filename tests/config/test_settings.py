@@ -37,6 +37,7 @@ def _load_settings(**env: str) -> subprocess.CompletedProcess:
         ("AVATAR_IMAGE_QUALITY", "ultra"),
         ("DATABASE_URL", "nosuchdb://x"),
         ("REPLICATE_WEBHOOK_SECRET", "not-a-whsec-secret"),
+        ("TRUSTED_PROXY_COUNT", "-1"),
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_the_variable(name, value):
@@ -45,6 +46,24 @@ def test_a_bad_setting_stops_start_up_naming_the_variable(name, value):
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert name in result.stderr.splitlines()[-1]
+
+
+def test_the_client_address_comes_from_the_trusted_proxies_only():
+    assert settings.REST_FRAMEWORK["NUM_PROXIES"] == 0, "by default the header is ignored"
+    behind_two = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from rest_framework.settings import api_settings; "
+            "print(api_settings.NUM_PROXIES)",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "TRUSTED_PROXY_COUNT": "2"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert behind_two.stdout.strip() == "2", behind_two.stderr
 
 
 def test_production_refuses_to_start_without_a_secret_key():

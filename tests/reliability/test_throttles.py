@@ -92,3 +92,40 @@ def test_a_concurrent_burst_gets_no_more_than_the_rate(
     assert uploads == {400: 5, 429: 15}, uploads
     assert_invariants()
     report("throttles: 20 sign-ins and 20 uploads at once at 5/min: 5 of each let through")
+
+
+def _sign_in_from(forwarded_for: str, remote_addr: str = "10.0.0.9") -> int:
+    return (
+        Client()
+        .post(
+            "/api/v1/auth/token/",
+            {"username": "x", "password": "y"},
+            HTTP_X_FORWARDED_FOR=forwarded_for,
+            REMOTE_ADDR=remote_addr,
+        )
+        .status_code
+    )
+
+
+def test_a_rotated_x_forwarded_for_does_not_get_past_the_sign_in_throttle(redis_cache, report):
+    # Given no proxy in front (the default) and the default 20 sign-ins a minute per address
+    # When one client sends 30, each claiming another address in X-Forwarded-For
+    answers = Counter(_sign_in_from(f"203.0.113.{i}") for i in range(30))
+
+    # Then it is counted as the one address it comes from
+    assert answers == {400: 20, 429: 10}, answers
+    report("throttles: 30 sign-ins rotating X-Forwarded-For (no proxy): 20 let through, 10 got 429")
+
+
+def test_behind_one_proxy_the_address_it_saw_is_the_client(redis_cache, settings):
+    # Given one trusted proxy, which appends the address it saw to whatever the client wrote
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    proxy = "10.0.0.2"
+
+    # When one client rotates what it writes, and 3 others sign in through the same proxy
+    rotating = Counter(_sign_in_from(f"198.51.100.{i}, 203.0.113.7", proxy) for i in range(25))
+    others = [_sign_in_from(f"203.0.113.{i}", proxy) for i in (20, 21, 22)]
+
+    # Then the rotating one is throttled as one address, the others are not
+    assert rotating == {400: 20, 429: 5}, rotating
+    assert others == [400, 400, 400]
