@@ -13,6 +13,12 @@ from credits.admin import CompensationAdmin, NoteForm, ReadOnlyAdmin, ask_then_a
 from credits.models import Compensation
 
 
+class ErasureConfirmation(forms.Form):
+    confirm = forms.BooleanField(
+        label="The user asked for this; their selfies and avatar images can not be recovered."
+    )
+
+
 @admin.register(SelfieSession)
 class SelfieSessionAdmin(admin.ModelAdmin):
     list_display = ["id", "owner", "created_at", "expires_at", "selfie_deleted_at"]
@@ -20,7 +26,35 @@ class SelfieSessionAdmin(admin.ModelAdmin):
     search_fields = ["id", "owner__username"]
     # The selfie itself is a face: staff see that it exists, not the picture.
     exclude = ["selfie"]
-    readonly_fields = ["selfie_sha256", "selfie_width", "selfie_height", "created_at"]
+    readonly_fields = ["owner", "selfie_sha256", "selfie_width", "selfie_height", "created_at"]
+    actions = ["erase_sessions"]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Its avatars were paid for: a session leaves through erasure, which refunds what runs
+        # and keeps the bare rows the ledger points at.
+        return False
+
+    @admin.action(
+        description="Erase the selected sessions (cancels and refunds what runs, deletes files)…",
+        permissions=["change"],
+    )
+    def erase_sessions(self, request: HttpRequest, queryset):
+        def erase(session: SelfieSession, data: dict) -> None:
+            result = erasure.erase_session(owner=session.owner, session_id=session.pk)
+            self.message_user(
+                request,
+                f"Session {session.pk}: {result.generations_canceled} generation(s) canceled "
+                f"and refunded, {result.files_deleted} file(s) deleted.",
+            )
+
+        return ask_then_apply(
+            self,
+            request,
+            queryset.select_related("owner"),
+            title="Erase selfie sessions",
+            form_class=ErasureConfirmation,
+            apply=erase,
+        )
 
 
 class PredictionInline(admin.TabularInline):
@@ -142,12 +176,6 @@ class AlertAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["rule", "severity", ("resolved_at", admin.EmptyFieldListFilter)]
     ordering = ["resolved_at", "-last_seen_at"]
-
-
-class ErasureConfirmation(forms.Form):
-    confirm = forms.BooleanField(
-        label="The user asked for this; their selfies and avatar images can not be recovered."
-    )
 
 
 User = get_user_model()

@@ -52,8 +52,10 @@ def _money_problems() -> list[str]:
             "reference", "source"
         )
     )
+    known = set()
     for pk, status in Avatar.objects.values_list("pk", "status").iterator(chunk_size=5000):
         reference = f"avatar:{pk}"
+        known.add(reference)
         if spent.get(reference, 0) != 1:
             problems.append(f"{reference} was charged {spent.get(reference, 0)} times")
         if refunded.get(reference, 0) > 1:
@@ -63,6 +65,8 @@ def _money_problems() -> list[str]:
                 problems.append(f"{reference} is {status} without a compensation")
         elif refunded.get(reference) and compensations.get(reference) != "staff":
             problems.append(f"{reference} is {status} but was refunded automatically")
+    for reference in sorted(spent.keys() - known):
+        problems.append(f"{reference} was charged but its avatar is gone")
     return problems
 
 

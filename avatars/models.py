@@ -71,10 +71,12 @@ class Avatar(models.Model):
     TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELED)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Never removed with what they point at: an avatar row is the other half of its ledger
+    # entries (sessions and users leave through erasure, which keeps the bare rows).
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="avatars"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="avatars"
     )
-    session = models.ForeignKey(SelfieSession, on_delete=models.CASCADE, related_name="avatars")
+    session = models.ForeignKey(SelfieSession, on_delete=models.PROTECT, related_name="avatars")
     style = models.CharField(max_length=40)
     prompt_version = models.CharField(max_length=40)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)

@@ -10,7 +10,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.models import Group
 from django.test import Client
 
-from avatars.models import Alert, Avatar, Prediction
+from avatars.models import Alert, Avatar, Prediction, SelfieSession
 from credits import services as credit_services
 from credits.apps import REVIEWERS_GROUP
 from credits.models import Compensation, CreditAccount, LedgerEntry
@@ -332,3 +332,46 @@ def test_staff_erase_a_users_selfies_and_avatars_on_request(alice, admin_client,
     assert not default_storage.exists(selfie)
     assert running.session.__class__.objects.get(pk=running.session_id).selfie_deleted_at
     assert credit_services.get_balance(user=alice) == 2, "the running one was refunded"
+
+
+SESSIONS = "/admin/avatars/selfiesession/"
+
+
+def test_a_session_with_charged_avatars_can_not_be_deleted_nor_given_away(alice, admin_client):
+    from django.db.models import ProtectedError
+
+    credit_services.grant_credits(user=alice, amount=1)
+    running = make_avatar(alice, status="running", attempts=1)
+    session = running.session
+
+    delete_page = admin_client.post(f"{SESSIONS}{session.pk}/delete/", {"post": "yes"})
+    admin_client.post(
+        SESSIONS, {"action": "delete_selected", ACTION_CHECKBOX_NAME: [session.pk], "post": "yes"}
+    )
+    change_page = admin_client.get(f"{SESSIONS}{session.pk}/change/")
+
+    assert delete_page.status_code == 403
+    assert "owner" not in change_page.context["adminform"].form.fields, "the owner is read-only"
+    assert Avatar.objects.filter(pk=running.pk, status="running").exists()
+    with pytest.raises(ProtectedError):
+        session.delete()
+    with pytest.raises(ProtectedError):
+        SelfieSession.objects.filter(owner=alice).delete()
+
+
+def test_staff_remove_a_session_by_erasing_it_and_its_running_avatar_is_refunded(
+    alice, admin_client
+):
+    from django.core.files.storage import default_storage
+
+    credit_services.grant_credits(user=alice, amount=1)
+    running = make_avatar(alice, status="running", attempts=1)
+    selfie = running.session.selfie.name
+
+    run_action(admin_client, SESSIONS, "erase_sessions", [running.session_id], confirm="on")
+
+    running.refresh_from_db()
+    assert (running.status, running.error_code) == ("canceled", "canceled")
+    assert not default_storage.exists(selfie)
+    assert credit_services.get_balance(user=alice) == 1, "refunded"
+    assert SelfieSession.objects.filter(pk=running.session_id).exists(), "the bare row is kept"

@@ -90,6 +90,14 @@ def test_an_avatar_without_a_charge_is_caught(funded):
     assert find_invariant_problems() == [f"avatar:{free.pk} was charged 0 times"]
 
 
+def test_a_charge_whose_avatar_row_is_gone_is_caught(funded):
+    kept = make_avatar(funded, status="succeeded")
+    gone = make_avatar(funded, session=kept.session, status="running", attempts=1)
+    Avatar.objects.filter(pk=gone.pk).delete()
+
+    assert find_invariant_problems() == [f"avatar:{gone.pk} was charged but its avatar is gone"]
+
+
 def test_an_unfinished_avatar_with_no_step_due_is_caught(funded):
     avatar = make_avatar(funded, status="running", attempts=1)
     Avatar.objects.filter(pk=avatar.pk).update(next_poll_at=None)
