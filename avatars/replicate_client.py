@@ -334,6 +334,13 @@ class ListedPrediction:
     shows_webhook: bool  # Replicate's list may leave the field out
 
 
+def _on_api_host(url: str) -> bool:
+    """Whether a link the API gave leads back to it: our bearer token goes with every request."""
+    base = httpx.URL(settings.REPLICATE_BASE_URL)
+    target = base.join(url)
+    return (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port)
+
+
 def _list_predictions(*, created_after: datetime, pages: int) -> list[ListedPrediction]:
     """Predictions created after a time, newest first. The list JSON is read as it is."""
     query = urlencode({"created_after": created_after.isoformat()})
@@ -359,6 +366,9 @@ def _list_predictions(*, created_after: datetime, pages: int) -> list[ListedPred
                     )
                 )
             path = body.get("next")
+            if path and not _on_api_host(path):
+                logger.warning("predictions list: next page on another host not followed")
+                break
     except _CALL_ERRORS as exc:
         raise _translate(exc, sent_may_have_happened=False) from exc
     return listed

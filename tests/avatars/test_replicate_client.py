@@ -14,6 +14,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -820,3 +821,32 @@ def test_the_output_url_is_the_first_url_of_the_output(output: object, url: str 
 def test_json_that_is_not_a_prediction_is_refused(payload: object) -> None:
     with pytest.raises(ValueError):
         prediction_state_from_json(payload)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("next_page", "followed"),
+    [
+        ("https://api.replicate.com/v1/predictions?cursor=2", True),
+        ("/v1/predictions?cursor=2", True),
+        ("https://elsewhere.example/v1/predictions?cursor=2", False),
+        ("http://api.replicate.com/v1/predictions?cursor=2", False),
+        ("https://api.replicate.com:8443/v1/predictions?cursor=2", False),
+        ("//elsewhere.example/v1/predictions", False),
+    ],
+)
+def test_the_predictions_list_follows_next_pages_only_on_the_api_host(
+    monkeypatch, settings, next_page, followed
+):
+    settings.REPLICATE_BASE_URL = "https://api.replicate.com"
+    asked = []
+
+    def answer(method, path, **kwargs):
+        asked.append(path)
+        next_one = next_page if len(asked) == 1 else None
+        return httpx.Response(200, json={"results": [], "next": next_one})
+
+    monkeypatch.setattr(replicate_client, "_send", answer)
+
+    replicate_client.list_recent_predictions(created_after=datetime.now(UTC), pages=3)
+
+    assert asked[1:] == ([next_page] if followed else [])
