@@ -15,7 +15,8 @@ from django.core.files.storage import default_storage
 from django.db.models import Q
 from django.utils import timezone
 
-from avatars.models import Avatar, SelfieSession, WebhookDelivery
+from avatars import generation
+from avatars.models import Avatar, Prediction, SelfieSession, WebhookDelivery
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,24 @@ def delete_orphaned_files(*, dry_run: bool = False, batch_size: int = BATCH_SIZE
                 if not dry_run:
                     default_storage.delete(name)
     logger.info("cleanup: %s %d orphaned files", _verb(dry_run), done)
+    return done
+
+
+def forget_leftover_uploads(*, batch_size: int = BATCH_SIZE) -> int:
+    """Selfies still at Replicate's Files API though their generations ended: delete them.
+
+    Most went when their prediction ended; these met a failed call then (or their generation
+    ended in an erasure). Returns how many are gone now.
+    """
+    leftovers = (
+        Prediction.objects.filter(avatar__status__in=Avatar.TERMINAL_STATUSES)
+        .exclude(input_file_id="")
+        .values_list("input_file_id", flat=True)
+        .distinct()[:batch_size]
+    )
+    done = sum(generation.forget_input_file(file_id) for file_id in list(leftovers))
+    if done:
+        logger.info("cleanup: deleted %d leftover Replicate uploads", done)
     return done
 
 

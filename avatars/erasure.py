@@ -1,8 +1,10 @@
 """Erasure on request: a session's (or a user's) faces leave every place we put them.
 
-Erased: the selfie file, every avatar image, the selfies we uploaded to Replicate's Files API,
-and the fields that describe them (the selfie's and images' hashes, Replicate's output URLs and
-raw errors, the client's idempotency keys). Running generations are canceled and refunded first.
+Erased: the selfie file, every avatar image, and the fields that describe them (the selfie's
+and images' hashes, Replicate's output URLs and raw errors, the client's idempotency keys).
+Running generations are canceled and refunded first. The selfies we uploaded to Replicate's
+Files API go when their generations end (`generation.forget_input_file`); any Replicate could
+not delete then are retried by the cleanup every minute, never inside the erasure's request.
 
 Kept: the session and avatar rows as bare records (ids, style, status, error code, times),
 because the ledger's `avatar:<uuid>` references point at them and money records are kept. Such
@@ -23,7 +25,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from avatars import errors, generation, replicate_client
+from avatars import errors, generation
 from avatars.models import Avatar, Prediction, SelfieSession
 from avatars.services import SessionNotFound
 
@@ -39,15 +41,12 @@ class ErasureResult:
     sessions: int = 0
     generations_canceled: int = 0
     files_deleted: int = 0
-    # Uploads Replicate did not confirm deleting; repeating the erasure tries them again.
-    replicate_files_left: int = 0
 
     def __add__(self, other: ErasureResult) -> ErasureResult:
         return ErasureResult(
             sessions=self.sessions + other.sessions,
             generations_canceled=self.generations_canceled + other.generations_canceled,
             files_deleted=self.files_deleted + other.files_deleted,
-            replicate_files_left=self.replicate_files_left + other.replicate_files_left,
         )
 
 
@@ -68,13 +67,11 @@ def erase_session(*, owner: AbstractBaseUser, session_id: UUID) -> ErasureResult
             session.save(update_fields=["selfie_deleted_at"])
     result = _erase(session)
     logger.info(
-        "erasure: session %s of user %s erased (%s generations canceled, %s files deleted, "
-        "%s Replicate uploads left)",
+        "erasure: session %s of user %s erased (%s generations canceled, %s files deleted)",
         session.pk,
         owner.pk,
         result.generations_canceled,
         result.files_deleted,
-        result.replicate_files_left,
     )
     return result
 
@@ -102,12 +99,11 @@ def erase_user_data(
 
 
 def _erase(session: SelfieSession) -> ErasureResult:
+    # The selfies uploaded to Replicate are not deleted here, one call each inside the request:
+    # those of ended generations are the cleanup's (`forget_leftover_uploads`, every minute).
     canceled = _cancel_running_generations(session)
     deleted = _delete_stored_files(session)
-    left = _delete_replicate_uploads(session)
-    return ErasureResult(
-        sessions=1, generations_canceled=canceled, files_deleted=deleted, replicate_files_left=left
-    )
+    return ErasureResult(sessions=1, generations_canceled=canceled, files_deleted=deleted)
 
 
 def _cancel_running_generations(session: SelfieSession) -> int:
@@ -144,24 +140,3 @@ def _delete_stored_files(session: SelfieSession) -> int:
         )
         Prediction.objects.filter(avatar__session=session).update(output_url="", error="")
     return len(files)
-
-
-def _delete_replicate_uploads(session: SelfieSession) -> int:
-    """Delete every selfie uploaded for the session; returns how many could not be deleted.
-
-    Most were deleted when their prediction ended; Replicate then answers 404, which is as good.
-    """
-    uploads = Prediction.objects.filter(avatar__session=session).exclude(input_file_id="")
-    left = 0
-    for prediction_pk, file_id in uploads.values_list("pk", "input_file_id"):
-        try:
-            replicate_client.delete_file(file_id)
-        except replicate_client.ReplicateCallError as exc:
-            if exc.status != 404:
-                logger.warning(
-                    "erasure: could not delete Replicate file %s: %s", file_id, exc.detail
-                )
-                left += 1
-                continue
-        Prediction.objects.filter(pk=prediction_pk).update(input_file_id="")
-    return left

@@ -265,14 +265,22 @@ def cancel_prediction_quietly(prediction_id: str) -> None:
         logger.warning("could not cancel prediction %s: %s", prediction_id, exc.detail)
 
 
-def forget_input_file(file_id: str) -> None:
-    """Delete a selfie we uploaded to Replicate once no prediction needs it (best effort)."""
+def forget_input_file(file_id: str) -> bool:
+    """Delete a selfie we uploaded to Replicate once no prediction needs it, and forget its id.
+
+    Best effort: False when Replicate could not confirm it (the id stays, and the cleanup of
+    leftover uploads tries again). Already gone (404) is as good as deleted.
+    """
     if not file_id:
-        return
+        return True
     try:
         replicate_client.delete_file(file_id)
     except ReplicateCallError as exc:
-        logger.warning("could not delete Replicate file %s: %s", file_id, exc.detail)
+        if exc.status != 404:
+            logger.warning("could not delete Replicate file %s: %s", file_id, exc.detail)
+            return False
+    Prediction.objects.filter(input_file_id=file_id).update(input_file_id="")
+    return True
 
 
 # --- applying what Replicate says ------------------------------------------------------------

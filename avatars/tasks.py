@@ -33,6 +33,11 @@ def cancel_stray_predictions_task() -> int:
 
 
 @shared_task(ignore_result=True)
+def forget_leftover_uploads_task() -> int:
+    return cleanup.forget_leftover_uploads()
+
+
+@shared_task(ignore_result=True)
 def cleanup_task() -> dict[str, int]:
     return cleanup.run_cleanup()
 

@@ -388,5 +388,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60,
     },
     "cleanup": {"task": "avatars.tasks.cleanup_task", "schedule": 3600},
+    # Selfies Replicate could not delete when their generation ended: gone within a minute.
+    "forget-leftover-uploads": {
+        "task": "avatars.tasks.forget_leftover_uploads_task",
+        "schedule": 60,
+    },
     "check-alerts": {"task": "avatars.tasks.check_alerts_task", "schedule": 300},
 }

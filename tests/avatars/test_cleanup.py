@@ -153,3 +153,8 @@ def test_the_cleanup_command_reports_and_dry_runs(funded, capsys):
 def test_cleanup_runs_on_beat(settings):
     assert settings.CELERY_BEAT_SCHEDULE["cleanup"]["task"] == "avatars.tasks.cleanup_task"
     assert settings.CELERY_BEAT_SCHEDULE["check-alerts"]["schedule"] == 300
+    leftovers = settings.CELERY_BEAT_SCHEDULE["forget-leftover-uploads"]
+    assert (leftovers["task"], leftovers["schedule"]) == (
+        "avatars.tasks.forget_leftover_uploads_task",
+        60,
+    )

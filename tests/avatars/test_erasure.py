@@ -13,6 +13,7 @@ from django.core.management import call_command
 from PIL import Image
 
 from avatars import errors, replicate_client
+from avatars.cleanup import forget_leftover_uploads
 from avatars.erasure import ErasureResult, erase_session, erase_user_data
 from avatars.models import Avatar, Prediction, SelfieSession
 from credits import services as credit_services
@@ -75,10 +76,12 @@ def test_deleting_a_session_erases_its_files_everywhere_and_refunds_the_running_
         message="the running avatar's prediction",
     )
     session = SelfieSession.objects.get(pk=session_id)
-    uploads = dict(
-        Prediction.objects.filter(avatar__session=session).values_list("avatar_id", "input_file_id")
-    )
-    assert all(uploads.values()) and len(uploads) == 2, "both selfies went through /v1/files"
+    # the finished one's upload went (and its id was forgotten) when its prediction ended
+    uploads = {uploaded["id"] for uploaded in pipeline.files()["files"]}
+    assert len(uploads) == 2, "both selfies went through /v1/files"
+    assert list(
+        Prediction.objects.filter(avatar_id=running["id"]).values_list("input_file_id", flat=True)
+    ) == list(uploads - {d["file_id"] for d in pipeline.files()["deletions"]})
     our_files = {session.selfie.name, Avatar.objects.get(pk=finished["id"]).image.name}
     assert our_files <= stored_files(settings)
 
@@ -97,14 +100,12 @@ def test_deleting_a_session_erases_its_files_everywhere_and_refunds_the_running_
     # ended, the running one's when its generation was canceled
     def deleted_uploads() -> list[str] | None:
         deleted = [d["file_id"] for d in pipeline.files()["deletions"]]
-        return deleted if set(uploads.values()) <= set(deleted) else None
+        return deleted if uploads <= set(deleted) else None
 
     deleted = wait_for(deleted_uploads, timeout=10, message="both uploads deleted")
-    assert sorted(deleted) == sorted(uploads.values())
+    assert sorted(deleted) == sorted(uploads)
     file_deletes = pipeline.requests(method="DELETE")
-    assert {f"/v1/files/{file_id}" for file_id in uploads.values()} <= {
-        r["path"] for r in file_deletes
-    }
+    assert {f"/v1/files/{file_id}" for file_id in uploads} <= {r["path"] for r in file_deletes}
     # and the running generation was canceled at Replicate and refunded once
     canceled = alice_client.get(f"/api/v1/avatars/{running['id']}/").json()
     assert canceled["status"] == "canceled"
@@ -214,9 +215,7 @@ def test_the_staff_service_reports_what_it_erased_and_logs_ids_only(
 
     result = erase_user_data(user=funded_alice, actor=admin_user)
 
-    assert result == ErasureResult(
-        sessions=2, generations_canceled=1, files_deleted=3, replicate_files_left=0
-    )
+    assert result == ErasureResult(sessions=2, generations_canceled=1, files_deleted=3)
     assert f"user {funded_alice.pk}" in caplog.text
     assert f"staff user {admin_user.pk}" in caplog.text
     assert funded_alice.username not in caplog.text
@@ -224,7 +223,7 @@ def test_the_staff_service_reports_what_it_erased_and_logs_ids_only(
 
 
 @pytest.mark.django_db
-def test_a_replicate_upload_that_could_not_be_deleted_is_retried_by_erasing_again(
+def test_erasure_asks_replicate_nothing_and_the_cleanup_deletes_what_is_left(
     funded_alice, monkeypatch, caplog
 ):
     avatar = make_avatar(funded_alice, status="failed", attempts=2)
@@ -243,10 +242,11 @@ def test_a_replicate_upload_that_could_not_be_deleted_is_retried_by_erasing_agai
 
     monkeypatch.setattr(replicate_client, "delete_file", delete_file)
 
-    first = erase_session(owner=funded_alice, session_id=avatar.session_id)
+    erase_session(owner=funded_alice, session_id=avatar.session_id)
+    assert calls == [], "no call to Replicate inside the erasure"
 
     # f-1 was already gone (404: as good as deleted); f-2 met an outage and is kept to retry
-    assert first.replicate_files_left == 1
+    assert forget_leftover_uploads() == 1
     assert dict(Prediction.objects.values_list("prediction_id", "input_file_id")) == {
         "p-1": "",
         "p-2": "f-2",
@@ -254,11 +254,10 @@ def test_a_replicate_upload_that_could_not_be_deleted_is_retried_by_erasing_agai
     assert "could not delete Replicate file f-2" in caplog.text
 
     outage.clear()
-    second = erase_session(owner=funded_alice, session_id=avatar.session_id)
-
-    assert second.replicate_files_left == 0
+    assert forget_leftover_uploads() == 1
     assert calls == ["f-1", "f-2", "f-2"]
     assert not Prediction.objects.exclude(input_file_id="").exists()
+    assert forget_leftover_uploads() == 0
 
 
 @pytest.mark.django_db
