@@ -697,8 +697,9 @@ def _create_within_fence(avatar: Avatar, fence: _Fence) -> None:
     file_id = ""
     found = False
     try:
-        state = _find_lost_prediction(avatar, webhook) if avatar.create_sent_at else None
-        found = state is not None
+        lost = _find_lost_prediction(avatar, webhook) if avatar.create_sent_at else None
+        found = lost is not None
+        state, file_id = (lost.state, lost.input_file_id) if lost else (None, "")
         if state is None:
             if avatar.session.is_expired():
                 end_generation(avatar.pk, errors.INTERNAL, "the selfie was deleted before use")
@@ -811,8 +812,11 @@ def _send_create(
         raise
 
 
-def _find_lost_prediction(avatar: Avatar, webhook: str | None) -> PredictionState | None:
-    """The prediction an earlier create may have made before we lost its answer."""
+def _find_lost_prediction(
+    avatar: Avatar, webhook: str | None
+) -> replicate_client.FoundPrediction | None:
+    """The prediction an earlier create may have made from this selfie before we lost its
+    answer, and the upload it used (so that it is deleted when the prediction ends)."""
     known = set(
         Prediction.objects.filter(avatar__owner_id=avatar.owner_id).values_list(
             "prediction_id", flat=True
@@ -823,13 +827,14 @@ def _find_lost_prediction(avatar: Avatar, webhook: str | None) -> PredictionStat
             "prompt": prompts.build_prompt(avatar.style, avatar.prompt_version),
             "user_id": prompts.opaque_user_id(avatar.owner_id),
         },
+        image_sha256=avatar.session.selfie_sha256,
         webhook=webhook,
         # Replicate's clock and ours may differ a little.
         created_after=avatar.create_sent_at - timedelta(seconds=60),
         exclude=known,
     )
     if found is not None:
-        logger.info("avatar %s: found prediction %s from a lost create", avatar.pk, found.id)
+        logger.info("avatar %s: found prediction %s from a lost create", avatar.pk, found.state.id)
     return found
 
 

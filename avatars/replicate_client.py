@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import io
 import logging
 import re
@@ -380,35 +381,78 @@ def list_recent_predictions(*, created_after: datetime, pages: int = 10) -> list
 
 
 @_guarded("list")
+@dataclass(frozen=True)
+class FoundPrediction:
+    """A lost create's prediction, and the id of the upload it was given ('' when inline)."""
+
+    state: PredictionState
+    input_file_id: str
+
+
+_FILE_PATH = re.compile(r"^/v1/files/(?P<id>[^/]+)$")
+
+
+def _given_image(listed_input: dict) -> tuple[str | None, str]:
+    """The sha256 of the one image a listed prediction was given, and its upload's id.
+
+    Inline (a data URI): hashed here. An upload of ours (a Files API URL on the API's host):
+    the file's own checksum, read unguarded (the list call passed the breaker). Anything else:
+    None, so it is never taken for ours.
+    """
+    images = listed_input.get("input_images")
+    if not isinstance(images, list) or len(images) != 1 or not isinstance(images[0], str):
+        return None, ""
+    image = images[0]
+    if image.startswith("data:"):
+        try:
+            payload = base64.b64decode(image.partition(",")[2], validate=True)
+        except ValueError:
+            return None, ""
+        return hashlib.sha256(payload).hexdigest(), ""
+    match = _FILE_PATH.match(httpx.URL(image).path) if _on_api_host(image) else None
+    if match is None:
+        return None, ""
+    checksums = _send("GET", f"/v1/files/{match['id']}").json().get("checksums") or {}
+    return checksums.get("sha256"), match["id"]
+
+
 def find_recent_prediction(
     *,
     input_fields: dict,
+    image_sha256: str,
     created_after: datetime,
     webhook: str | None = None,
     exclude: set[str] = frozenset(),
     pages: int = 3,
-) -> PredictionState | None:
+) -> FoundPrediction | None:
     """A prediction we created but never heard back about, found by what we sent.
 
     Replicate has no idempotency key for creates, so a create whose answer was lost is looked
-    up among recent predictions by its input fields (and its webhook URL, where the list shows
-    it). Only a single match counts: when two could be ours, neither is taken (the one left
-    over is then `strays.cancel_stray_predictions`' to stop). The client's Prediction model
-    drops fields, so the list JSON is read as it is.
+    up among recent predictions by its input fields, the image it was given (its sha256: the
+    same prompt for the same user from another selfie is not ours) and its webhook URL, where
+    the list shows it. Only a single match counts: when two could be ours, neither is taken
+    (the one left over is then `strays.cancel_stray_predictions`' to stop). The client's
+    Prediction model drops fields, so the list JSON is read as it is.
     """
-    matches = [
-        item.id
+    candidates = [
+        item
         for item in _list_predictions(created_after=created_after, pages=pages)
         if item.id not in exclude
         and all(item.input.get(key) == value for key, value in input_fields.items())
         and (webhook is None or not item.shows_webhook or item.webhook == webhook)
     ]
+    try:
+        given = [(item, _given_image(item.input)) for item in candidates]
+    except _CALL_ERRORS as exc:
+        raise _translate(exc, sent_may_have_happened=False) from exc
+    matches = [(item, file_id) for item, (digest, file_id) in given if digest == image_sha256]
     if len(matches) > 1:
         logger.warning("lost create: %s predictions could be ours; taking none", len(matches))
-    if len(matches) != 1:
+    if len(matches) != 1 or not image_sha256:
         return None
+    [(item, file_id)] = matches
     # Read unguarded: this call already passed the breaker.
-    return _request_prediction("GET", f"/v1/predictions/{matches[0]}")
+    return FoundPrediction(_request_prediction("GET", f"/v1/predictions/{item.id}"), file_id)
 
 
 @_guarded("upload_file")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from datetime import timedelta
 
@@ -203,36 +204,65 @@ def test_a_large_selfie_goes_through_the_files_api(pipeline, funded_alice, setti
     )
 
 
+def _selfie(size: tuple[int, int]) -> bytes:
+    return prepare_selfie_from_settings(encode(fixture_image(size), "JPEG")).content
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_lost_create_is_adopted_only_when_exactly_one_prediction_matches(
+def test_a_lost_create_is_adopted_only_when_exactly_one_prediction_of_its_selfie_matches(
     pipeline, funded_alice, settings
 ):
     client = pipeline.replicate_client()
     fields = {"prompt": "same words", "user_id": "same-user"}
     since = timezone.now() - timedelta(seconds=5)
+    ours, theirs = _selfie((600, 800)), _selfie((640, 800))
+    digest = hashlib.sha256(ours).hexdigest()
 
-    def create():
+    def create(selfie: bytes = ours):
+        image = replicate_client.data_uri(selfie, "image/jpeg")
         return client.models.predictions.create(
-            model="openai/gpt-image-1", input={**fields, "openai_api_key": "sk-test"}
+            model="openai/gpt-image-1",
+            input={**fields, "input_images": [image], "openai_api_key": "sk-test"},
         )
 
+    def find(**options):
+        return replicate_client.find_recent_prediction(
+            input_fields=fields, image_sha256=digest, **{"created_after": since, **options}
+        )
+
+    theirs_first = create(theirs)  # the same prompt for the same user, from another selfie
     first = create()
-    found = replicate_client.find_recent_prediction(input_fields=fields, created_after=since)
-    assert found is not None and found.id == first.id
-    assert (
-        replicate_client.find_recent_prediction(
-            input_fields=fields, created_after=since, exclude={first.id}
-        )
-        is None
-    )
+    found = find()
+    assert (found.state.id, found.input_file_id) == (first.id, "")
+    assert theirs_first.id != first.id
+    assert find(exclude={first.id}) is None, "another selfie's prediction is never ours"
     create()
-    assert replicate_client.find_recent_prediction(input_fields=fields, created_after=since) is None
-    assert (
-        replicate_client.find_recent_prediction(
-            input_fields=fields, created_after=timezone.now() + timedelta(seconds=60)
+    assert find() is None, "two could be ours: neither is taken"
+    assert find(created_after=timezone.now() + timedelta(seconds=60)) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_create_from_an_upload_is_adopted_with_its_upload(pipeline, funded_alice):
+    client = pipeline.replicate_client()
+    fields = {"prompt": "uploaded words", "user_id": "same-user"}
+    ours, theirs = _selfie((600, 800)), _selfie((640, 800))
+    since = timezone.now() - timedelta(seconds=5)
+    uploads = {}
+    for name, selfie in (("ours", ours), ("theirs", theirs)):
+        uploads[name] = replicate_client.upload_file(
+            selfie, filename=f"{name}.jpg", content_type="image/jpeg"
         )
-        is None
+        client.models.predictions.create(
+            model="openai/gpt-image-1",
+            input={**fields, "input_images": [uploads[name].url], "openai_api_key": "sk-test"},
+        )
+
+    found = replicate_client.find_recent_prediction(
+        input_fields=fields, image_sha256=hashlib.sha256(ours).hexdigest(), created_after=since
     )
+
+    assert found is not None
+    assert found.input_file_id == uploads["ours"].id, "recorded, so that it is deleted"
 
 
 @pytest.mark.django_db
