@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -223,6 +224,25 @@ if REPLICATE_WEBHOOK_SECRET and not re.fullmatch(
     # Never echo the value: it is a secret.
     raise ImproperlyConfigured("Setting REPLICATE_WEBHOOK_SECRET must look like whsec_<base64>")
 PUBLIC_BASE_URL = _read("PUBLIC_BASE_URL", env.str, "").rstrip("/")
+# Against the real Replicate (a token, and its API: the simulator is exempt), refuse to start
+# with what could never work, rather than failing every generation later.
+_REAL_REPLICATE = bool(REPLICATE_API_TOKEN) and urlsplit(REPLICATE_BASE_URL).hostname == (
+    "api.replicate.com"
+)
+if _REAL_REPLICATE and REPLICATE_MODEL.startswith("openai/") and not OPENAI_API_KEY:
+    raise ImproperlyConfigured(
+        f"Setting OPENAI_API_KEY is required: {REPLICATE_MODEL} runs with your own OpenAI key"
+    )
+if (
+    _REAL_REPLICATE
+    and not DEBUG
+    and PUBLIC_BASE_URL
+    and urlsplit(PUBLIC_BASE_URL).scheme != "https"
+):
+    raise ImproperlyConfigured(
+        "Setting PUBLIC_BASE_URL must be an https:// address in production (webhooks are sent "
+        "to it)"
+    )
 # The account's create limit (Replicate: 600 a minute) and how many may go at once; every
 # worker process shares one pace through Redis (avatars/pacing.py).
 REPLICATE_CREATES_PER_MINUTE = _positive(

@@ -48,6 +48,41 @@ def test_a_bad_setting_stops_start_up_naming_the_variable(name, value):
     assert name in result.stderr.splitlines()[-1]
 
 
+REAL_REPLICATE = {"REPLICATE_API_TOKEN": "r8_real", "OPENAI_API_KEY": "sk-real"}
+
+
+@pytest.mark.parametrize(
+    "name, env",
+    [
+        ("OPENAI_API_KEY", {**REAL_REPLICATE, "OPENAI_API_KEY": ""}),
+        ("PUBLIC_BASE_URL", {**REAL_REPLICATE, "PUBLIC_BASE_URL": "http://avatars.example"}),
+    ],
+)
+def test_start_up_refuses_what_can_never_work_against_the_real_replicate(name, env):
+    refused = _load_settings(**env)
+
+    assert refused.returncode != 0
+    assert name in refused.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        # the simulator
+        {"REPLICATE_API_TOKEN": "r8_sim", "REPLICATE_BASE_URL": "http://127.0.0.1:8790"},
+        # no token: nothing is sent to Replicate
+        {"OPENAI_API_KEY": ""},
+        # development
+        {**REAL_REPLICATE, "PUBLIC_BASE_URL": "http://127.0.0.1:8000", "DJANGO_DEBUG": "true"},
+        {**REAL_REPLICATE, "PUBLIC_BASE_URL": "https://avatars.example"},
+    ],
+)
+def test_start_up_goes_on_with_the_simulator_or_a_complete_setup(env):
+    started = _load_settings(**env)
+
+    assert started.returncode == 0, started.stderr
+
+
 def test_the_client_address_comes_from_the_trusted_proxies_only():
     assert settings.REST_FRAMEWORK["NUM_PROXIES"] == 0, "by default the header is ignored"
     behind_two = subprocess.run(
