@@ -380,7 +380,6 @@ def list_recent_predictions(*, created_after: datetime, pages: int = 10) -> list
     return _list_predictions(created_after=created_after, pages=pages)
 
 
-@_guarded("list")
 @dataclass(frozen=True)
 class FoundPrediction:
     """A lost create's prediction, and the id of the upload it was given ('' when inline)."""
@@ -416,6 +415,7 @@ def _given_image(listed_input: dict) -> tuple[str | None, str]:
     return checksums.get("sha256"), match["id"]
 
 
+@_guarded("list")
 def find_recent_prediction(
     *,
     input_fields: dict,

@@ -62,6 +62,25 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = _read("DJANGO_ALLOWED_HOSTS", env.list, ["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = _read("DJANGO_CSRF_TRUSTED_ORIGINS", env.list, [])
 
+# Served over HTTPS by a proxy that terminates TLS and sets X-Forwarded-Proto (it must also
+# overwrite any X-Forwarded-Proto a client sends): secure cookies, HSTS, redirects to https
+# and https links (image URLs). Probes that reach the web directly over http are not redirected.
+HTTPS = _bool("DJANGO_HTTPS", False)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = _at_least(
+        "DJANGO_HSTS_SECONDS", _read("DJANGO_HSTS_SECONDS", env.int, 31_536_000), 0
+    )
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = _bool("DJANGO_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        # Asking browsers to preload the host is the operator's own decision, not a default.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

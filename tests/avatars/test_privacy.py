@@ -99,6 +99,26 @@ def test_the_signed_image_url_serves_the_image_without_an_auth_header(
 
 
 @pytest.mark.django_db
+def test_behind_an_https_proxy_image_urls_are_https_and_http_is_redirected(
+    alice_avatar, alice_client, settings
+):
+    # What DJANGO_HTTPS=true sets (tests/config/test_settings.py)
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+
+    through_proxy = alice_client.get(
+        f"/api/v1/avatars/{alice_avatar.pk}/", HTTP_X_FORWARDED_PROTO="https"
+    )
+    plain = alice_client.get(f"/api/v1/avatars/{alice_avatar.pk}/")
+
+    assert through_proxy.json()["image_url"].startswith("https://")
+    assert plain.status_code == 301
+    assert plain["Location"].startswith("https://")
+    assert alice_client.get("/healthz").status_code == 200, "probes over http are not redirected"
+
+
+@pytest.mark.django_db
 def test_the_image_url_says_nothing_of_where_the_file_is_stored(alice_avatar, alice_client):
     url = image_url_of(alice_client, alice_avatar)
 

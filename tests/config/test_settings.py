@@ -83,6 +83,54 @@ def test_start_up_goes_on_with_the_simulator_or_a_complete_setup(env):
     assert started.returncode == 0, started.stderr
 
 
+PRODUCTION = {
+    "DJANGO_SECRET_KEY": "a-production-secret-" + "x9Kq2!vB7#mZ" * 5,
+    "DJANGO_ALLOWED_HOSTS": "avatars.example",
+    "DJANGO_DEBUG": "false",
+}
+
+
+def test_behind_https_the_deploy_checks_report_nothing():
+    checked = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env={**os.environ, **PRODUCTION, "DJANGO_HTTPS": "true"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "identified no issues" in checked.stdout
+
+
+def test_https_settings_follow_the_environment():
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings as s; "
+            "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, "
+            "s.SECURE_PROXY_SSL_HEADER, s.SECURE_SSL_REDIRECT)",
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            **PRODUCTION,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DJANGO_HTTPS": "true",
+            "DJANGO_HSTS_SECONDS": "600",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert shown.stdout.split("\n")[0] == (
+        "True True 600 ('HTTP_X_FORWARDED_PROTO', 'https') True"
+    ), shown.stderr
+
+
 def test_the_client_address_comes_from_the_trusted_proxies_only():
     assert settings.REST_FRAMEWORK["NUM_PROXIES"] == 0, "by default the header is ignored"
     behind_two = subprocess.run(
