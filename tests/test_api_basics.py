@@ -114,3 +114,31 @@ def test_readiness_reports_an_unreachable_broker(db, anonymous_client, settings)
 
     assert ready.status_code == 503
     assert ready.json()["checks"] == {"database": True, "broker": False}
+
+
+class _UnreadableBody:
+    """A request body that must never be read."""
+
+    def read(self, *args):
+        raise AssertionError("the body was read")
+
+    readline = read
+
+
+@pytest.mark.parametrize("path", ["/api/v1/sessions/", "/api/v1/auth/token/", "/admin/login/"])
+def test_a_body_larger_than_any_upload_is_refused_unread(db, alice_client, settings, path):
+    from avatars.models import SelfieSession
+    from config.body_limit import max_body_bytes
+
+    response = alice_client.generic(
+        "POST",
+        path,
+        b"",
+        content_type="multipart/form-data; boundary=x",
+        CONTENT_LENGTH=str(max_body_bytes() + 1),
+        **{"wsgi.input": _UnreadableBody()},
+    )
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    assert not SelfieSession.objects.exists()
