@@ -179,6 +179,7 @@ def service_env(
             "OPENAI_API_KEY": "sk-bench-placeholder",
             "PUBLIC_BASE_URL": public_base_url,
             "AVATAR_OUTPUT_ALLOW_HTTP": "true",
+            "AVATAR_OUTPUT_ALLOW_PRIVATE_ADDRESSES": "true",
             "AVATAR_OUTPUT_ALLOWED_HOSTS": "127.0.0.1",
             "MEDIA_ROOT": str(media_root),
             "PYTHONUNBUFFERED": "1",

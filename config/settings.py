@@ -333,6 +333,8 @@ AVATAR_OUTPUT_ALLOWED_HOSTS = _read(
     "AVATAR_OUTPUT_ALLOWED_HOSTS", env.list, ["replicate.delivery", "*.replicate.delivery"]
 )
 AVATAR_OUTPUT_ALLOW_HTTP = _bool("AVATAR_OUTPUT_ALLOW_HTTP", False)
+# Downloads connect only to public addresses; the simulator serves its outputs from 127.0.0.1.
+AVATAR_OUTPUT_ALLOW_PRIVATE_ADDRESSES = _bool("AVATAR_OUTPUT_ALLOW_PRIVATE_ADDRESSES", False)
 AVATAR_RETENTION_DAYS = _read("AVATAR_RETENTION_DAYS", env.int, None)
 AVATAR_IMAGE_QUALITY = _read("AVATAR_IMAGE_QUALITY", env.str, "high")
 if AVATAR_IMAGE_QUALITY not in {"low", "medium", "high", "auto"}:

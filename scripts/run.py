@@ -147,6 +147,7 @@ def make_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Plan:
         env["SIMULATOR_WEBHOOK_SECRET"] = env["REPLICATE_WEBHOOK_SECRET"]
         # The simulator serves its output files itself, over plain HTTP.
         env["AVATAR_OUTPUT_ALLOW_HTTP"] = "true"
+        env["AVATAR_OUTPUT_ALLOW_PRIVATE_ADDRESSES"] = "true"
         env["AVATAR_OUTPUT_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
         if _unset(env, "PUBLIC_BASE_URL"):
             # The simulator runs here, so its webhooks reach the development server.

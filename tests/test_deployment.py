@@ -159,6 +159,7 @@ def test_fresh_clone_gets_sqlite_embedded_redis_and_the_simulator_wired_up():
     assert env["SIMULATOR_WEBHOOK_SECRET"] == env["REPLICATE_WEBHOOK_SECRET"]
     assert env["PUBLIC_BASE_URL"] == "http://127.0.0.1:8000"
     assert env["AVATAR_OUTPUT_ALLOW_HTTP"] == "true"
+    assert env["AVATAR_OUTPUT_ALLOW_PRIVATE_ADDRESSES"] == "true"
     assert "127.0.0.1" in env["AVATAR_OUTPUT_ALLOWED_HOSTS"].split(",")
     assert env["PATH"].startswith(f"{BIN}:")
 
@@ -180,7 +181,12 @@ def test_with_redis_and_a_real_token_run_starts_neither_and_changes_no_replicate
     for name, value in given.items():
         if name != "PATH":
             assert plan.env[name] == value
-    for name in ("REPLICATE_BASE_URL", "PUBLIC_BASE_URL", "AVATAR_OUTPUT_ALLOW_HTTP"):
+    for name in (
+        "REPLICATE_BASE_URL",
+        "PUBLIC_BASE_URL",
+        "AVATAR_OUTPUT_ALLOW_HTTP",
+        "AVATAR_OUTPUT_ALLOW_PRIVATE_ADDRESSES",
+    ):
         assert name not in plan.env
 
 

@@ -62,6 +62,7 @@ def lab(settings, replicate_simulator, tmp_path):
     settings.OPENAI_API_KEY = OPENAI_KEY
     settings.AVATAR_OUTPUT_ALLOWED_HOSTS = ["127.0.0.1"]
     settings.AVATAR_OUTPUT_ALLOW_HTTP = True
+    settings.AVATAR_OUTPUT_ALLOW_PRIVATE_ADDRESSES = True
     return replicate_simulator
 
 

@@ -109,6 +109,7 @@ def delivery(settings) -> Iterator[DeliveryServer]:
     """The delivery host, on the allow-list as 127.0.0.1 over plain HTTP."""
     settings.AVATAR_OUTPUT_ALLOWED_HOSTS = ["127.0.0.1"]
     settings.AVATAR_OUTPUT_ALLOW_HTTP = True
+    settings.AVATAR_OUTPUT_ALLOW_PRIVATE_ADDRESSES = True
     server = DeliveryServer()
     yield server
     server.stop()
@@ -479,6 +480,7 @@ def test_a_body_of_exactly_the_cap_is_accepted(
 def test_a_refused_connection_is_unreachable(settings) -> None:
     settings.AVATAR_OUTPUT_ALLOWED_HOSTS = ["127.0.0.1"]
     settings.AVATAR_OUTPUT_ALLOW_HTTP = True
+    settings.AVATAR_OUTPUT_ALLOW_PRIVATE_ADDRESSES = True
     with pytest.raises(OutputUnreachable):
         download_output(f"http://127.0.0.1:{closed_port()}/output.png")
 
@@ -627,3 +629,41 @@ def test_an_output_of_the_wrong_size_is_refused_without_decoding_its_pixels(
     with pytest.raises(OutputRefused, match="8000x8000"):
         store_avatar_image(content)
     assert stored_files(media_root) == []
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_an_allowed_host_on_a_private_address_is_refused_at_connect_time(
+    delivery, settings, host
+) -> None:
+    # Given a listed host that resolves to loopback, and private addresses not allowed
+    settings.AVATAR_OUTPUT_ALLOWED_HOSTS = [host]
+    settings.AVATAR_OUTPUT_ALLOW_PRIVATE_ADDRESSES = False
+    delivery.replies["/output.png"] = Reply(200, b"an image")
+
+    # When it is downloaded, it is refused, and the host never hears of it
+    with pytest.raises(OutputRefused, match="non-public address"):
+        download_output(delivery.url("/output.png", host=host))
+    assert delivery.seen == []
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("93.184.215.14", True),
+        ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", True),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("::1", False),
+        ("fe80::1%eth0", False),
+        ("fd00::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("::ffff:169.254.169.254", False),
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+    ],
+)
+def test_only_global_unicast_addresses_are_public(address, public) -> None:
+    assert storage._is_public(address) is public

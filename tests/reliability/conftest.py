@@ -203,6 +203,7 @@ def worker_env(pipeline, settings, worker_queue, worker_redis_url) -> dict[str, 
         "REPLICATE_WEBHOOK_SECRET": pipeline.webhook_secret,
         "AVATAR_OUTPUT_ALLOWED_HOSTS": "127.0.0.1",
         "AVATAR_OUTPUT_ALLOW_HTTP": "true",
+        "AVATAR_OUTPUT_ALLOW_PRIVATE_ADDRESSES": "true",
         "OPENAI_API_KEY": PIPELINE_SETTINGS["OPENAI_API_KEY"],
     }
     for name in (

@@ -383,7 +383,7 @@ def downloads(monkeypatch) -> Iterator[list[str]]:
         follow_redirects=False,
         event_hooks={"request": [lambda request: sent.append(str(request.url))]},
     )
-    monkeypatch.setattr(storage, "_http_client", lambda: client)
+    monkeypatch.setattr(storage, "_http_client", lambda private_addresses: client)
     yield sent
     client.close()
 
@@ -488,11 +488,11 @@ LEDGER = "/admin/credits/ledgerentry/"
 
 @pytest.fixture
 def ledger(alice) -> list[LedgerEntry]:
-    """A grant, a spend and its refund."""
+    """A grant, a spend and its refund (for no avatar: credits knows nothing of them)."""
     credit_services.grant_credits(user=alice, amount=3, memo="welcome")
-    credit_services.spend_credits(user=alice, amount=1, reference="avatar:abc")
+    credit_services.spend_credits(user=alice, amount=1, reference="order:abc")
     credit_services.compensate(
-        reference="avatar:abc", reason="generation_failed", source="automatic", approve=True
+        reference="order:abc", reason="generation_failed", source="automatic", approve=True
     )
     return list(LedgerEntry.objects.order_by("pk"))
 
