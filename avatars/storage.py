@@ -95,10 +95,15 @@ class _PublicAddressesOnly(httpcore.SyncBackend):
             found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise httpcore.ConnectError(f"could not resolve {host}: {exc}") from exc
-        addresses = [info[4][0] for info in found]
+        addresses = list(dict.fromkeys(info[4][0] for info in found))
         if not addresses or not all(_is_public(address) for address in addresses):
             raise OutputRefused(f"output host {host} resolves to a non-public address")
-        return super().connect_tcp(addresses[0], port, timeout, local_address, socket_options)
+        for address in addresses:  # in the resolver's order, as socket.create_connection does
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as exc:
+                failed = exc
+        raise failed
 
 
 class _DownloadTransport(httpx.HTTPTransport):

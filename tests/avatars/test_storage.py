@@ -667,3 +667,26 @@ def test_an_allowed_host_on_a_private_address_is_refused_at_connect_time(
 )
 def test_only_global_unicast_addresses_are_public(address, public) -> None:
     assert storage._is_public(address) is public
+
+
+def test_a_public_host_is_connected_to_by_address_trying_each_in_turn(monkeypatch) -> None:
+    import httpcore
+
+    resolved = [
+        (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2606:4700::1", 443, 0, 0)),
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443)),
+    ]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: resolved)
+    tried = []
+
+    def connect(self, host, port, *args, **kwargs):
+        tried.append(host)
+        if ":" in host:
+            raise httpcore.ConnectError("no IPv6 route")
+        return "a stream"
+
+    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", connect)
+
+    stream = storage._PublicAddressesOnly().connect_tcp("cdn.example", 443)
+
+    assert (stream, tried) == ("a stream", ["2606:4700::1", "93.184.215.14"])
