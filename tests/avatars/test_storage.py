@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpcore
 import pytest
 from PIL import Image, ImageFile
 
@@ -670,8 +671,6 @@ def test_only_global_unicast_addresses_are_public(address, public) -> None:
 
 
 def test_a_public_host_is_connected_to_by_address_trying_each_in_turn(monkeypatch) -> None:
-    import httpcore
-
     resolved = [
         (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2606:4700::1", 443, 0, 0)),
         (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443)),
