@@ -173,6 +173,14 @@ class Prediction(models.Model):
                 fields=["avatar", "number"], name="avatars_prediction_one_per_attempt"
             ),
         ]
+        indexes = [
+            # Only the uploads still at Replicate: what `cleanup.forget_leftover_uploads` reads.
+            models.Index(
+                fields=["input_file_id"],
+                condition=~models.Q(input_file_id=""),
+                name="avatars_prediction_upload_left",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"prediction {self.prediction_id} ({self.status})"
