@@ -28,9 +28,9 @@ def terminate_this_connection() -> None:
 
 
 def test_a_connection_dropped_inside_a_refund_refunds_once_after_a_retry(alice, monkeypatch):
-    # Given a failed generation's charge
+    # Given a charge to refund (the ledger alone is under test: no avatar row)
     credit_services.grant_credits(user=alice, amount=1)
-    credit_services.spend_credits(user=alice, amount=1, reference="avatar:x")
+    credit_services.spend_credits(user=alice, amount=1, reference="order:x")
     create_entry = LedgerEntry.objects.create
     dropped: list[bool] = []
 
@@ -44,7 +44,7 @@ def test_a_connection_dropped_inside_a_refund_refunds_once_after_a_retry(alice, 
 
     # When the connection dies half-way through the refund
     with pytest.raises((OperationalError, InterfaceError)):
-        credit_services.compensate(reference="avatar:x", reason="timeout")
+        credit_services.compensate(reference="order:x", reason="timeout")
     connection.close()  # the next query reconnects, as the next task would
 
     # Then nothing of it happened: no refund, no balance change
@@ -54,8 +54,8 @@ def test_a_connection_dropped_inside_a_refund_refunds_once_after_a_retry(alice, 
     assert Compensation.objects.get().status == "pending"
 
     # And the retry refunds exactly once
-    compensation = credit_services.compensate(reference="avatar:x", reason="timeout")
-    again = credit_services.compensate(reference="avatar:x", reason="timeout")
+    compensation = credit_services.compensate(reference="order:x", reason="timeout")
+    again = credit_services.compensate(reference="order:x", reason="timeout")
     assert (compensation.status, again.status) == ("refunded", "refunded")
     assert LedgerEntry.objects.filter(kind="refund").count() == 1
     assert credit_services.get_balance(user=alice) == 1
