@@ -434,6 +434,8 @@ def find_recent_prediction(
     (the one left over is then `strays.cancel_stray_predictions`' to stop). The client's
     Prediction model drops fields, so the list JSON is read as it is.
     """
+    if not image_sha256:
+        return None  # an erased selfie: nothing can be shown to be ours
     candidates = [
         item
         for item in _list_predictions(created_after=created_after, pages=pages)
@@ -448,7 +450,7 @@ def find_recent_prediction(
     matches = [(item, file_id) for item, (digest, file_id) in given if digest == image_sha256]
     if len(matches) > 1:
         logger.warning("lost create: %s predictions could be ours; taking none", len(matches))
-    if len(matches) != 1 or not image_sha256:
+    if len(matches) != 1:
         return None
     [(item, file_id)] = matches
     # Read unguarded: this call already passed the breaker.
