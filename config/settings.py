@@ -7,6 +7,7 @@ parsed stops start-up with a message naming the variable.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -93,6 +94,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "axes",
     "credits",
     "avatars",
 ]
@@ -107,6 +109,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Turns a sign-in that axes refused into config.sign_in's 429; last, as axes asks.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -157,6 +161,25 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+# Sign-in lockout (django-axes): after SIGN_IN_FAILURE_LIMIT failures from one address, or for
+# one username from anywhere, that address or username is refused for SIGN_IN_LOCKOUT_MINUTES.
+# A success resets its failures. Staff see and lift lockouts in the admin ("Access attempts").
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = _at_least(
+    "SIGN_IN_FAILURE_LIMIT", _read("SIGN_IN_FAILURE_LIMIT", env.int, 5), 1
+)
+AXES_COOLOFF_TIME = timedelta(
+    minutes=_at_least("SIGN_IN_LOCKOUT_MINUTES", _read("SIGN_IN_LOCKOUT_MINUTES", env.int, 15), 1)
+)
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "config.sign_in.client_address"
+AXES_LOCKOUT_CALLABLE = "config.sign_in.answer_locked_out"
+# Failures are kept until their cool-off ends; successful sign-ins are not logged at all.
+AXES_DISABLE_ACCESS_LOG = True
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(_read("MEDIA_ROOT", env.str, str(BASE_DIR / "media")))
 STORAGES = {

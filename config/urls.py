@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from avatars import api as avatars_api
 from avatars import metrics, pages, webhooks
 from config import auth, health
+from config.sign_in import limit_sign_in_attempts
 from credits import api as credits_api
 
 api_v1 = [
@@ -48,10 +49,11 @@ urlpatterns = [
     path("", pages.home, name="home"),
     path(
         "accounts/login/",
-        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        limit_sign_in_attempts(auth_views.LoginView.as_view(redirect_authenticated_user=True)),
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/login/", limit_sign_in_attempts(admin.site.login)),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -46,7 +46,7 @@ def _perms(*codenames):
 
 def logged_in(user, password: str) -> Client:
     client = Client()
-    assert client.login(username=user.username, password=password)
+    client.force_login(user)
     return client
 
 

@@ -37,6 +37,12 @@ def redis_cache(settings) -> Iterator[str]:
         counters.delete(key)
 
 
+@pytest.fixture
+def without_lockout(settings):
+    """The throttle alone: repeated wrong passwords would otherwise lock the address (axes)."""
+    settings.AXES_ENABLED = False
+
+
 def test_bursts_past_the_throttles_get_429_throttled(
     redis_cache, alice, alice_client, anonymous_client, settings, monkeypatch, report
 ):
@@ -72,7 +78,7 @@ def test_bursts_past_the_throttles_get_429_throttled(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_concurrent_burst_gets_no_more_than_the_rate(
-    redis_cache, alice, alice_client, settings, monkeypatch, report
+    redis_cache, without_lockout, alice, alice_client, settings, monkeypatch, report
 ):
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"auth": "5/min", "uploads": "5/min"})
     token = Token.objects.get(user=alice).key
@@ -94,20 +100,22 @@ def test_a_concurrent_burst_gets_no_more_than_the_rate(
     report("throttles: 20 sign-ins and 20 uploads at once at 5/min: 5 of each let through")
 
 
-def _sign_in_from(forwarded_for: str, remote_addr: str = "10.0.0.9") -> int:
-    return (
-        Client()
-        .post(
-            "/api/v1/auth/token/",
-            {"username": "x", "password": "y"},
-            HTTP_X_FORWARDED_FOR=forwarded_for,
-            REMOTE_ADDR=remote_addr,
-        )
-        .status_code
+def _answer_from(forwarded_for: str, remote_addr: str = "10.0.0.9"):
+    return Client().post(
+        "/api/v1/auth/token/",
+        {"username": "x", "password": "y"},
+        HTTP_X_FORWARDED_FOR=forwarded_for,
+        REMOTE_ADDR=remote_addr,
     )
 
 
-def test_a_rotated_x_forwarded_for_does_not_get_past_the_sign_in_throttle(redis_cache, report):
+def _sign_in_from(forwarded_for: str, remote_addr: str = "10.0.0.9") -> int:
+    return _answer_from(forwarded_for, remote_addr).status_code
+
+
+def test_a_rotated_x_forwarded_for_does_not_get_past_the_sign_in_throttle(
+    redis_cache, without_lockout, report
+):
     # Given no proxy in front (the default) and the default 20 sign-ins a minute per address
     # When one client sends 30, each claiming another address in X-Forwarded-For
     answers = Counter(_sign_in_from(f"203.0.113.{i}") for i in range(30))
@@ -117,7 +125,20 @@ def test_a_rotated_x_forwarded_for_does_not_get_past_the_sign_in_throttle(redis_
     report("throttles: 30 sign-ins rotating X-Forwarded-For (no proxy): 20 let through, 10 got 429")
 
 
-def test_behind_one_proxy_the_address_it_saw_is_the_client(redis_cache, settings):
+def test_a_rotated_x_forwarded_for_does_not_get_past_the_lockout_either(redis_cache, report):
+    # Given the lockout too (5 failures) in front of the same throttle
+    # When one client sends 30 wrong passwords, each claiming another address
+    answers = Counter(_answer_from(f"203.0.113.{i}").json()["error"]["code"] for i in range(30))
+
+    # Then 4 are told the password is wrong, the fifth locks the address, the throttle the rest
+    assert answers == {"validation_error": 4, "locked_out": 16, "throttled": 10}, answers
+    report(
+        "sign-in: 30 wrong passwords rotating X-Forwarded-For: 4 answered 400, then 26 got 429"
+        f" ({answers['locked_out']} locked_out, {answers['throttled']} throttled)"
+    )
+
+
+def test_behind_one_proxy_the_address_it_saw_is_the_client(redis_cache, without_lockout, settings):
     # Given one trusted proxy, which appends the address it saw to whatever the client wrote
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
     proxy = "10.0.0.2"
