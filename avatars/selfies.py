@@ -128,6 +128,7 @@ def prepare_selfie(
                 f"The image is too small: it must be at least {min_side}x{min_side} pixels.",
             )
         _check_structure(data, image.format)
+        _decode_no_larger_than_needed(image, stored_max_side)
         try:
             image.load()
         except MemoryError:
@@ -136,7 +137,7 @@ def prepare_selfie(
             raise InvalidSelfie("too_many_pixels", MESSAGE_TOO_MANY_PIXELS) from exc
         except Exception as exc:  # Pillow raises many types for broken data.
             raise InvalidSelfie("corrupt", MESSAGE_CORRUPT) from exc
-        clean = _clean_rgb(image, stored_max_side)
+        clean = _clean_rgb(_shrink_to_fit(image, stored_max_side), stored_max_side)
 
     buffer = io.BytesIO()
     clean.save(buffer, format="JPEG", quality=STORED_JPEG_QUALITY, optimize=True)
@@ -358,6 +359,42 @@ def _mpf_image_offsets(tiff: bytes, tiff_offset: int) -> list[int]:
 
 
 # --- Re-encoding ---------------------------------------------------------------------------
+
+
+def _decode_no_larger_than_needed(image: ImageFile.ImageFile, max_side: int) -> None:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the stored copy is that much smaller.
+
+    A 40 MP photo then costs a quarter of its full 120 MB of pixels. Every scan is still
+    decoded, so damaged data is still found. Other formats decode at full size.
+    """
+    if image.format in ("JPEG", "MPO"):
+        image.draft(None, _fitted_size(image.size, max_side))
+
+
+# Modes that resample well; palette, bilevel and colour-keyed images are converted first.
+_RESAMPLED_MODES: Final = frozenset({"L", "LA", "RGB", "RGBA", "CMYK", "I", "F"})
+
+
+def _shrink_to_fit(image: Image.Image, max_side: int) -> Image.Image:
+    """The stored size first, so the copies the clean-up makes are small ones.
+
+    The box is square, so turning the image upright afterwards fits it just the same.
+    """
+    if (
+        max(image.size) <= max_side
+        or image.mode not in _RESAMPLED_MODES
+        or "transparency" in image.info
+    ):
+        return image
+    size = _fitted_size(image.size, max_side)
+    shrunk = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    shrunk.info = image.info  # the EXIF orientation and ICC profile still apply
+    return shrunk
+
+
+def _fitted_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    scale = min(1.0, max_side / max(size))
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
 def _clean_rgb(image: Image.Image, max_side: int) -> Image.Image:

@@ -389,7 +389,11 @@ SELFIE_RETENTION_HOURS = _positive(
     "SELFIE_RETENTION_HOURS", _read("SELFIE_RETENTION_HOURS", env.float, 24.0)
 )
 DATA_UPLOAD_MAX_MEMORY_SIZE = SELFIE_MAX_BYTES + 1024 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# An upload is held in memory and never written to a temporary file, which a killed web worker
+# would leave behind. Bodies over SELFIE_MAX_BYTES + 64 KiB are refused unread
+# (config/body_limit.py), so no request holds more than that.
+FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.MemoryFileUploadHandler"]
+FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 
 # --- Alerts and mail ------------------------------------------------------------------------
 # Who hears about alerts: DJANGO_ADMINS=ops@example.com,oncall@example.com

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import io
+import os
+from unittest.mock import patch
 
 import pytest
 from django.core.files.storage import default_storage
 from PIL import Image
 
+from avatars import api as avatars_api
 from avatars.models import SelfieSession
 from tests.avatars.selfie_corpus import (
     BAD_FILES,
@@ -112,3 +115,30 @@ def test_an_unknown_session_is_404(alice_client):
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_an_upload_is_never_written_to_a_temporary_file(alice_client, settings, tmp_path):
+    # Given a temporary directory for uploads, and a selfie larger than Django keeps in memory
+    # by default (2.5 MB): a killed web worker would leave such a file behind
+    temporary = tmp_path / "uploads"
+    temporary.mkdir()
+    settings.FILE_UPLOAD_TEMP_DIR = str(temporary)
+    noise = Image.frombytes("RGB", (1100, 1100), os.urandom(1100 * 1100 * 3))
+    big = io.BytesIO()
+    noise.save(big, format="PNG")
+    assert 2_621_440 < len(big.getvalue()) < settings.SELFIE_MAX_BYTES
+    seen_while_preparing = []
+    prepare = avatars_api.prepare_selfie_from_settings
+
+    def watch(data: bytes):
+        seen_while_preparing.append(sorted(p.name for p in temporary.iterdir()))
+        return prepare(data)
+
+    # When it is uploaded
+    with patch.object(avatars_api, "prepare_selfie_from_settings", watch):
+        response = _upload(alice_client, CorpusFile("big.png", big.getvalue(), None))
+
+    # Then it was read from memory: no file was there while the view had it, nor after
+    assert response.status_code == 201, response.content
+    assert seen_while_preparing == [[]]
+    assert list(temporary.iterdir()) == []
