@@ -371,7 +371,8 @@ def _decode_no_larger_than_needed(image: ImageFile.ImageFile, max_side: int) -> 
         image.draft(None, _fitted_size(image.size, max_side))
 
 
-# Modes that resample well; palette, bilevel and colour-keyed images are converted first.
+# Modes that resample well. Palette, bilevel and colour-keyed images are shrunk only once
+# they are RGB (`_clean_rgb`).
 _RESAMPLED_MODES: Final = frozenset({"L", "LA", "RGB", "RGBA", "CMYK", "I", "F"})
 
 
