@@ -64,6 +64,10 @@ INCIDENT_ENV = {
 }
 
 
+# How late a call sent just before the breaker opened may reach the simulator.
+IN_FLIGHT_GRACE = timedelta(seconds=0.5)
+
+
 def test_a_45_s_outage_loses_neither_the_5_running_nor_the_5_submitted_during_it(
     pipeline, alice, start_worker, send, settings, worker_redis_url, report
 ):
@@ -108,11 +112,13 @@ def test_a_45_s_outage_loses_neither_the_5_running_nor_the_5_submitted_during_it
     assert Prediction.objects.count() == 10
     assert Alert.objects.get(rule="provider_unavailable").resolved_at is not None
     assert api.get(f"/api/v1/avatars/{submitted[0]}/").json()["notice"] is None
-    # and once the breaker opened, at most 2 calls in any 10 s reached the provider (those
-    # already under way when it opened may still arrive: they were sent before)
+    # and once the breaker opened, at most 2 calls in any 10 s reached the provider. Calls
+    # already under way when it opened still arrive a moment later (one was seen 0.3 ms after):
+    # they were sent before, and the first probe waits the 5 s cool-off.
     during = [_at(entry) for entry in pipeline.requests() if entry["scenario"] == "outage"]
     assert len(during) >= settings.REPLICATE_BREAKER_THRESHOLD, "the outage was met"
-    after_opening = [moment for moment in during if moment > opened.opened_at]
+    sent_after = opened.opened_at + IN_FLIGHT_GRACE
+    after_opening = [moment for moment in during if moment > sent_after]
     assert after_opening, "probes were sent"
     assert _most_in_any_window(after_opening, 10) <= 2, (opened.opened_at, during)
     assert_invariants()
