@@ -94,30 +94,31 @@ def handle_api_exception(exc, context) -> Response | None:
 # Django's own error pages, for what never reaches a DRF view (a URL no route matches, such as
 # an id that is not a UUID, a body over the size limit, or an exception outside DRF): HTML for
 # the site, the envelope for the API.
-def _is_api(request: HttpRequest) -> bool:
+def is_api_request(request: HttpRequest) -> bool:
+    """Whether an error page should be the JSON envelope rather than HTML."""
     return request.path_info.startswith("/api/")
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if _is_api(request):
+    if is_api_request(request):
         return JsonResponse(envelope("bad_request", "The request can not be read."), status=400)
     return defaults.bad_request(request, exception)
 
 
 def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if _is_api(request):
+    if is_api_request(request):
         return JsonResponse(envelope("permission_denied", "Not allowed."), status=403)
     return defaults.permission_denied(request, exception)
 
 
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if _is_api(request):
+    if is_api_request(request):
         return JsonResponse(envelope("not_found", "Not found."), status=404)
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    if _is_api(request):
+    if is_api_request(request):
         return JsonResponse(
             envelope("internal", "Something went wrong on our side. Please try again."), status=500
         )

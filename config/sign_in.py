@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from rest_framework.throttling import BaseThrottle
 
-from config.api_errors import envelope
+from config.api_errors import envelope, is_api_request
 from config.throttling import CountingScopedRateThrottle
 
 LOCKED_OUT_MESSAGE = "Too many failed sign-ins. Try again later."
@@ -55,7 +55,7 @@ def answer_locked_out(
 
 
 def _refuse(request: HttpRequest, code: str, message: str, retry_after: float) -> HttpResponse:
-    if request.path.startswith("/api/"):
+    if is_api_request(request):
         response = JsonResponse(envelope(code, message), status=429)
     else:
         minutes = max(1, round(retry_after / 60))
