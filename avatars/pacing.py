@@ -4,8 +4,10 @@ Replicate limits creates per account (600 a minute, with bursts). Every process 
 from one bucket before it creates; avatars that find none wait their turn in one first-come
 queue (ordered by when they were submitted) and learn how long to wait, so steps reschedule
 with a countdown instead of sleeping. A 429 pauses every process for the wait the provider
-gave and halves the rate; each create that goes through adds a little back (AIMD), so a lower
-real limit is found within a few answers and the configured one is regained in time.
+gave and halves the rate; each create that goes through wins back 2% of it, so a lower real
+limit is found within a few answers and the configured one is regained within a few seconds
+(a step proportional to the rate: a fixed step small enough for a slow account took hundreds of
+creates to recover from one stray 429 on a fast one).
 
 Time comes from Python (`time.time`, so freezegun can drive it) and all state changes happen in
 Lua scripts: one round trip each, atomic across processes.
@@ -24,11 +26,13 @@ BUCKET_KEY = "avatars:pacing:bucket"
 QUEUE_KEY = "avatars:pacing:queue"
 SEEN_KEY = "avatars:pacing:seen"
 
-# A 429 multiplies the rate by this; each create that goes through adds back this share of the
-# configured rate (a simulation of an account of 20 at once and 30 a minute: 80 creates in
-# 1.04 times the ideal time with 6 answers 429).
+# A 429 multiplies the rate by DECREASE_FACTOR; each create that goes through multiplies it by
+# INCREASE_FACTOR, up to the configured rate. A simulation with 0.3 s of jitter between a token
+# and its create reaching the provider: an account of 20 at once and 30 a minute takes 80 creates
+# in 1.03 times the ideal time with 7 answers 429; at 600 a minute, 300 creates take 31 s (ideal
+# 28 s) after the one 429 the jitter causes, where a fixed step of 0.1% of the rate took 45 s.
 DECREASE_FACTOR = 0.5
-INCREASE_SHARE = 0.001
+INCREASE_FACTOR = 1.02
 # Never slower than one create a minute, whatever the provider answered.
 MIN_RATE_PER_SECOND = 1 / 60
 # A waiter whose step has not asked again for this long has gone (ended, or its worker died).
@@ -82,10 +86,10 @@ return tostring(rate)
 """
 
 _CREATED = """
-local max_rate, step = tonumber(ARGV[1]), tonumber(ARGV[2])
+local max_rate, factor = tonumber(ARGV[1]), tonumber(ARGV[2])
 local rate = tonumber(redis.call('HGET', KEYS[1], 'rate'))
 if rate and rate < max_rate then
-  redis.call('HSET', KEYS[1], 'rate', tostring(math.min(max_rate, rate + step)))
+  redis.call('HSET', KEYS[1], 'rate', tostring(math.min(max_rate, rate * factor)))
 end
 return 1
 """
@@ -141,7 +145,7 @@ def record_throttled(retry_after: float | None, *, now: float | None = None) -> 
 
 def record_created() -> None:
     """A create went through: win back a little of the rate."""
-    _script(_CREATED)(keys=[BUCKET_KEY], args=[_max_rate(), _max_rate() * INCREASE_SHARE])
+    _script(_CREATED)(keys=[BUCKET_KEY], args=[_max_rate(), INCREASE_FACTOR])
 
 
 def leave_queue(member: str) -> None:
