@@ -57,6 +57,26 @@ class SelfieSessionAdmin(admin.ModelAdmin):
         )
 
 
+COST_FIELDS = [
+    "model",
+    "quality",
+    "input_text_tokens",
+    "input_image_tokens",
+    "output_tokens",
+    "cost_usd",
+]
+
+
+@admin.register(Prediction)
+class PredictionAdmin(ReadOnlyAdmin):
+    """What each prediction was asked and cost (README, "What each avatar costs")."""
+
+    list_display = ["prediction_id", "avatar", "status", "predict_time", *COST_FIELDS]
+    list_filter = ["model", "quality", "status", "completed_at"]
+    search_fields = ["prediction_id", "avatar__id"]
+    exclude = ["output_url", "input_file_id"]
+
+
 class PredictionInline(admin.TabularInline):
     model = Prediction
     extra = 0
@@ -69,8 +89,9 @@ class PredictionInline(admin.TabularInline):
         "created_at",
         "completed_at",
         "predict_time",
+        *COST_FIELDS,
     ]
-    exclude = ["output_url", "input_file_id"]
+    exclude = ["output_url", "input_file_id", "reported_at"]
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -78,8 +99,18 @@ class PredictionInline(admin.TabularInline):
 
 @admin.register(Avatar)
 class AvatarAdmin(admin.ModelAdmin):
-    list_display = ["id", "owner", "style", "status", "error_code", "attempts", "created_at"]
-    list_filter = ["status", "error_code", "style", "created_at"]
+    list_display = [
+        "id",
+        "owner",
+        "style",
+        "status",
+        "error_code",
+        "attempts",
+        "model",
+        "cost_usd",
+        "created_at",
+    ]
+    list_filter = ["status", "error_code", "style", "model", "created_at"]
     search_fields = ["id", "owner__username", "predictions__prediction_id"]
     list_select_related = ["owner"]
     inlines = [PredictionInline]

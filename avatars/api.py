@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import mimetypes
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import redis
 from django.conf import settings
@@ -262,6 +263,17 @@ class AvatarCreateInput(serializers.Serializer):
     style = serializers.ChoiceField(choices=list(prompts.STYLES), default=prompts.DEFAULT_STYLE)
 
 
+def _capacity_reached(resets_at: datetime) -> ApiError:
+    wait = max(1, math.ceil((resets_at - timezone.now()).total_seconds()))
+    return ApiError(
+        503,
+        "capacity_reached",
+        "We have made as many avatars as we can today. Nothing was charged; please try again "
+        f"after {resets_at:%H:%M} UTC.",
+        retry_after=wait,
+    )
+
+
 class AvatarListCreateView(APIView):
     parser_classes = [JSONParser, FormParser, MultiPartParser]
     pagination_class = PageNumberPagination
@@ -284,6 +296,10 @@ class AvatarListCreateView(APIView):
             429: error_response(
                 "`too_many_in_flight`: wait for one of your avatars to finish; `throttled`: too "
                 "many submissions, retry after `Retry-After` seconds."
+            ),
+            503: error_response(
+                "`capacity_reached`: the service's daily spending limit is reached; nothing was "
+                "charged. `Retry-After` says when it resets (midnight UTC)."
             ),
         },
         parameters=[
@@ -337,6 +353,8 @@ class AvatarListCreateView(APIView):
             raise ApiError(
                 402, "insufficient_credits", "You do not have enough credits for an avatar."
             ) from exc
+        except services.CapacityReached as exc:
+            raise _capacity_reached(exc.resets_at) from exc
         response = Response(
             AvatarOutput(avatar, context=_avatar_context(request, [avatar])).data,
             status=status.HTTP_202_ACCEPTED,

@@ -32,7 +32,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from avatars import breaker, errors, pacing, prompts, replicate_client, storage
+from avatars import breaker, costs, errors, image_models, pacing, prompts, replicate_client, storage
 from avatars.errors import ErrorKind
 from avatars.log_context import bind, log_context
 from avatars.models import Avatar, Prediction
@@ -332,7 +332,7 @@ def apply_prediction_state(avatar_id: UUID | str, state: PredictionState) -> Out
             prediction = avatar.predictions.filter(prediction_id=state.id).first()
             if avatar.is_terminal or prediction is None or prediction.number != avatar.attempts:
                 return Outcome.DONE
-            _record_prediction(prediction, state)
+            _record_prediction(avatar, prediction, state)
             outcome, image_used = _apply_locked(avatar, state, stored)
     finally:
         if isinstance(stored, storage.StoredImage) and not image_used:
@@ -342,15 +342,36 @@ def apply_prediction_state(avatar_id: UUID | str, state: PredictionState) -> Out
     return outcome
 
 
-def _record_prediction(prediction: Prediction, state: PredictionState) -> None:
+def _record_prediction(avatar: Avatar, prediction: Prediction, state: PredictionState) -> None:
+    """Keep what Replicate said; when it ended, what it cost (once: the avatar row is locked)."""
     prediction.status = state.status
     prediction.error = state.error or ""
     prediction.predict_time = state.predict_time
+    fields = ["status", "error", "predict_time", "completed_at", "output_url"]
     if state.is_terminal and prediction.completed_at is None:
         prediction.completed_at = timezone.now()
     if state.output_url:
         prediction.output_url = state.output_url[:1000]
-    prediction.save(update_fields=["status", "error", "predict_time", "completed_at", "output_url"])
+    if state.is_terminal and prediction.cost_usd is None:
+        fields += _record_cost(avatar, prediction, state)
+    prediction.save(update_fields=fields)
+
+
+def _record_cost(avatar: Avatar, prediction: Prediction, state: PredictionState) -> list[str]:
+    usage = costs.read_token_usage(state.logs)
+    if usage is not None:
+        prediction.input_text_tokens = usage.input_text_tokens
+        prediction.input_image_tokens = usage.input_image_tokens
+        prediction.output_tokens = usage.output_tokens
+    prediction.cost_usd = costs.price_prediction(
+        model=prediction.model,
+        quality=prediction.quality,
+        images=prediction.number_of_images if state.status == "succeeded" else 0,
+        usage=usage,
+    )
+    Avatar.objects.filter(pk=avatar.pk).update(cost_usd=F("cost_usd") + prediction.cost_usd)
+    avatar.cost_usd += prediction.cost_usd
+    return ["input_text_tokens", "input_image_tokens", "output_tokens", "cost_usd"]
 
 
 def _apply_locked(
@@ -774,12 +795,13 @@ def _record_created() -> None:
 
 def model_input(avatar: Avatar, image: str) -> dict:
     """What the model is asked for this avatar: its prompt version and style, and the selfie."""
-    return prompts.build_prediction_input(
+    return image_models.build_model_input(
+        image_models.get_model(avatar.model),
         prompt=prompts.build_prompt(avatar.style, avatar.prompt_version),
         image=image,
-        user_id=avatar.owner_id,
+        user_id=prompts.opaque_user_id(avatar.owner_id),
         openai_api_key=settings.OPENAI_API_KEY,
-        quality=settings.AVATAR_IMAGE_QUALITY,
+        quality=avatar.quality,
     )
 
 
@@ -801,7 +823,7 @@ def _send_create(
     fence.until = renewed
     try:
         return replicate_client.create_prediction(
-            model=settings.REPLICATE_MODEL,
+            model=avatar.model,
             input=model_input(avatar, image),
             webhook=webhook,
             cancel_after=_seconds_left(avatar),
@@ -849,6 +871,8 @@ def _store_prediction(avatar: Avatar, state: PredictionState, file_id: str) -> b
                 prediction_id=state.id,
                 status=state.status,
                 input_file_id=file_id,
+                model=locked.model,
+                quality=locked.quality,
             )
             locked.status = Avatar.Status.RUNNING
             locked.create_sent_at = None

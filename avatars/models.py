@@ -22,6 +22,14 @@ def avatar_upload_to(instance: Avatar | None, filename: str) -> str:
     return f"avatars/{secrets.token_hex(16)}.{extension}"
 
 
+def current_model() -> str:
+    return settings.REPLICATE_MODEL
+
+
+def current_quality() -> str:
+    return settings.AVATAR_IMAGE_QUALITY
+
+
 def default_selfie_expiry():
     return timezone.now() + timedelta(hours=settings.SELFIE_RETENTION_HOURS)
 
@@ -79,6 +87,9 @@ class Avatar(models.Model):
     session = models.ForeignKey(SelfieSession, on_delete=models.PROTECT, related_name="avatars")
     style = models.CharField(max_length=40)
     prompt_version = models.CharField(max_length=40)
+    # The Replicate model (REPLICATE_MODEL when it was submitted) and quality every attempt uses.
+    model = models.CharField(max_length=80, default=current_model)
+    quality = models.CharField(max_length=16, default=current_quality)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     attempts = models.PositiveSmallIntegerField(default=0)
     # Fencing counter: a poll message carries the value it was scheduled with and does
@@ -106,6 +117,8 @@ class Avatar(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     submitted_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # What its predictions cost in USD, summed as each one ends (avatars/costs.py).
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
 
     class Meta:
         indexes = [
@@ -166,6 +179,15 @@ class Prediction(models.Model):
     predict_time = models.FloatField(null=True, blank=True)
     # When a webhook reported the state above: the worker applies it without reading again.
     reported_at = models.DateTimeField(null=True, blank=True)
+    # What was asked and what it cost, recorded when it ends (avatars/costs.py). The tokens are
+    # those gpt-image-1's logs report (null when they do not); cost is null until it ends.
+    model = models.CharField(max_length=80, default=current_model)
+    quality = models.CharField(max_length=16, default=current_quality)
+    number_of_images = models.PositiveSmallIntegerField(default=1)
+    input_text_tokens = models.PositiveIntegerField(null=True, blank=True)
+    input_image_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -243,3 +265,30 @@ class Alert(models.Model):
     def __str__(self) -> str:
         state = "resolved" if self.resolved_at else "open"
         return f"{self.rule} ({state})"
+
+
+class DashboardRollup(models.Model):
+    """The staff dashboard's figures for one hour or day that is over (avatars/dashboard.py).
+
+    Written once, never changed: everything the dashboard counts is stamped with the moment it
+    happened (completion, spend, refund decision), so nothing lands in a period that has ended.
+    """
+
+    class Period(models.TextChoices):
+        HOUR = "hour", "Hour"
+        DAY = "day", "Day"
+
+    period = models.CharField(max_length=8, choices=Period.choices)
+    start = models.DateTimeField()
+    figures = models.JSONField()
+    computed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["period", "start"], name="avatars_rollup_one_per_period"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.period} from {self.start:%Y-%m-%d %H:%M}"

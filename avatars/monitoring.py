@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from avatars import breaker
+from avatars import breaker, spending
 from avatars.models import Alert, Avatar
 from credits.audit import find_ledger_problems
 from credits.models import Compensation
@@ -103,6 +103,33 @@ def provider_unavailable(now: datetime) -> str | None:
     return f"Replicate is failing (breaker open since {since}); generations are waiting it out"
 
 
+def _spend_if_at(share: float, now: datetime) -> spending.DailySpend | None:
+    """The day's spend, when it is at least `share` of AVATAR_DAILY_SPEND_LIMIT_USD."""
+    if settings.AVATAR_DAILY_SPEND_LIMIT_USD is None:
+        return None
+    spend = spending.measure_daily_spend(now)
+    return spend if spend.share >= share else None
+
+
+def _describe(spend: spending.DailySpend) -> str:
+    return (
+        f"today's spend is {spend.share:.0%} of the daily limit: ${spend.spent:.2f} spent and "
+        f"${spend.in_flight:.2f} estimated in flight, of ${spend.limit:.2f}"
+    )
+
+
+def spend_cap_near(now: datetime) -> str | None:
+    spend = _spend_if_at(0.8, now)
+    return _describe(spend) if spend else None
+
+
+def spend_cap_reached(now: datetime) -> str | None:
+    spend = _spend_if_at(1.0, now)
+    if spend is None:
+        return None
+    return f"{_describe(spend)}; new submissions are refused until {spend.resets_at:%H:%M} UTC"
+
+
 RULES = [
     Rule("provider_unavailable", Alert.Severity.CRITICAL, provider_unavailable),
     Rule("provider_auth", Alert.Severity.CRITICAL, provider_auth_failures),
@@ -111,6 +138,8 @@ RULES = [
     Rule("queued_too_long", Alert.Severity.CRITICAL, queued_too_long),
     Rule("compensations_pending", Alert.Severity.WARNING, compensations_waiting),
     Rule("ledger_mismatch", Alert.Severity.CRITICAL, ledger_mismatch),
+    Rule("spend_cap_near", Alert.Severity.WARNING, spend_cap_near),
+    Rule("spend_cap_reached", Alert.Severity.CRITICAL, spend_cap_reached),
 ]
 
 
@@ -162,3 +191,13 @@ def check_alerts(now: datetime | None = None) -> list[str]:
     """Evaluate every rule; returns the names of those firing."""
     now = now or timezone.now()
     return [rule.name for rule in RULES if _evaluate(rule, now)]
+
+
+def raise_alert(name: str, severity: str, message: str) -> None:
+    """Open (or refresh) an alert no periodic rule checks: its checker needs a network call."""
+    _fire(Rule(name, severity, lambda now: message), message, timezone.now())
+
+
+def clear_alert(name: str) -> None:
+    """Resolve the alert `raise_alert` opened, once its checker finds the condition gone."""
+    _resolve(Rule(name, Alert.Severity.WARNING, lambda now: None), timezone.now())

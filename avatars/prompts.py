@@ -98,24 +98,3 @@ def opaque_user_id(user_id: int) -> str:
         settings.SECRET_KEY.encode(), f"avatar-user:{user_id}".encode(), hashlib.sha256
     )
     return digest.hexdigest()[:32]
-
-
-def build_prediction_input(
-    *, prompt: str, image: str, user_id: int, openai_api_key: str, quality: str
-) -> dict:
-    """The model input of DESIGN.md §5: one square PNG, faces kept at high fidelity."""
-    payload = {
-        "prompt": prompt,
-        "input_images": [image],
-        "input_fidelity": "high",
-        "aspect_ratio": "1:1",
-        "quality": quality,
-        "background": "opaque",
-        "output_format": "png",
-        "number_of_images": 1,
-        "moderation": "auto",
-        "user_id": opaque_user_id(user_id),
-    }
-    if openai_api_key:
-        payload["openai_api_key"] = openai_api_key
-    return payload

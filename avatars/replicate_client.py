@@ -277,20 +277,32 @@ def _send(method: str, path: str, **kwargs) -> httpx.Response:
     return response
 
 
-def _request_prediction(method: str, path: str, **kwargs) -> PredictionState:
+def _unreadable(method: str, path: str, exc: ValueError) -> ReplicateCallError:
+    # An answer we can not read is Replicate misbehaving: try again later. After a create,
+    # a prediction may well exist (look it up before creating another).
+    return ReplicateCallError(
+        f"unreadable answer to {method} {path}: {exc}",
+        kind=errors.PROVIDER_UNAVAILABLE,
+        retryable=True,
+        outcome_unknown=method == "POST",
+    )
+
+
+def _request_json(method: str, path: str, **kwargs) -> Any:
     try:
-        return prediction_state_from_json(_send(method, path, **kwargs).json())
+        return _send(method, path, **kwargs).json()
     except httpx.TransportError as exc:
         raise _translate(exc, sent_may_have_happened=method != "GET") from exc
     except ValueError as exc:
-        # An answer we can not read is Replicate misbehaving: try again later. After a create,
-        # a prediction may well exist (look it up before creating another).
-        raise ReplicateCallError(
-            f"unreadable answer to {method} {path}: {exc}",
-            kind=errors.PROVIDER_UNAVAILABLE,
-            retryable=True,
-            outcome_unknown=method == "POST",
-        ) from exc
+        raise _unreadable(method, path, exc) from exc
+
+
+def _request_prediction(method: str, path: str, **kwargs) -> PredictionState:
+    payload = _request_json(method, path, **kwargs)
+    try:
+        return prediction_state_from_json(payload)
+    except ValueError as exc:
+        raise _unreadable(method, path, exc) from exc
 
 
 @_guarded("create")
@@ -321,6 +333,19 @@ def get_prediction(prediction_id: str) -> PredictionState:
 @_guarded("cancel", always=True)
 def cancel_prediction(prediction_id: str) -> PredictionState:
     return _request_prediction("POST", f"/v1/predictions/{prediction_id}/cancel")
+
+
+@_guarded("model_get")
+def get_model_schema(model: str) -> dict:
+    """The OpenAPI document of the model's latest version (`latest_version.openapi_schema`).
+
+    Read as JSON, not through the client's Model object. A model without a readable version
+    gives `{}`: there is then no schema to check against, which the caller reports.
+    """
+    body = _request_json("GET", f"/v1/models/{model}")
+    version = body.get("latest_version") if isinstance(body, dict) else None
+    schema = version.get("openapi_schema") if isinstance(version, dict) else None
+    return schema if isinstance(schema, dict) else {}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ The generation itself, step by step, is in `avatars.generation`.
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from uuid import UUID
 
 from django.conf import settings
@@ -15,7 +16,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
-from avatars import errors, generation, prompts
+from avatars import errors, generation, prompts, spending
 from avatars.models import Avatar, SelfieSession
 from avatars.selfies import PreparedSelfie
 from credits import services as credit_services
@@ -39,6 +40,14 @@ class IdempotencyConflict(Exception):
 
 class AvatarFinished(Exception):
     """The avatar already succeeded or failed; there is nothing to cancel."""
+
+
+class CapacityReached(Exception):
+    """Today's spend reached AVATAR_DAILY_SPEND_LIMIT_USD; new avatars wait for `resets_at`."""
+
+    def __init__(self, resets_at: datetime) -> None:
+        super().__init__(resets_at)
+        self.resets_at = resets_at
 
 
 def create_selfie_session(*, owner: AbstractBaseUser, selfie: PreparedSelfie) -> SelfieSession:
@@ -73,8 +82,8 @@ def request_avatar(
     """Charge one avatar and queue it, in one transaction. Returns (avatar, created).
 
     A repeated Idempotency-Key with the same request returns the first avatar, charged once.
-    Raises SessionNotFound, SessionExpired, TooManyInFlight, IdempotencyConflict or
-    credits.services.InsufficientCredits, having changed nothing.
+    Raises SessionNotFound, SessionExpired, TooManyInFlight, IdempotencyConflict,
+    CapacityReached or credits.services.InsufficientCredits, having changed nothing.
     """
     if style not in prompts.STYLES:
         raise ValueError(f"unknown style {style!r}")
@@ -98,6 +107,9 @@ def request_avatar(
         in_flight = Avatar.objects.filter(owner=owner, status__in=generation.ACTIVE).count()
         if in_flight >= settings.AVATAR_MAX_IN_FLIGHT_PER_USER:
             raise TooManyInFlight(in_flight)
+        capped = spending.check_spend_cap()
+        if capped is not None:
+            raise CapacityReached(capped.resets_at)
         avatar = Avatar.objects.create(
             owner=owner,
             session=session,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from avatars import cleanup, generation, monitoring, strays
+from avatars import cleanup, generation, monitoring, schema_guard, strays
 from avatars.log_context import log_context
 
 
@@ -45,3 +45,16 @@ def cleanup_task() -> dict[str, int]:
 @shared_task(ignore_result=True)
 def check_alerts_task() -> list[str]:
     return monitoring.check_alerts()
+
+
+@shared_task(ignore_result=True)
+def check_model_schema_task() -> list[str]:
+    return schema_guard.check_model_schema()
+
+
+def check_model_schema_at_worker_start(sender=None, **kwargs) -> None:
+    """`worker_ready`: a worker that starts checks the schema once, not only at the daily run.
+
+    Only a worker sends `worker_ready` (not beat, not the web), so it is connected everywhere.
+    """
+    check_model_schema_task.delay()

@@ -2,7 +2,8 @@
 
     python -m bench                       # everything: N=300, L=20 s (several minutes)
     python -m bench -n 20 -L 2            # a quick look while developing
-    python -m bench --only pipeline,api   # some stages (pipeline, baseline, api, cleanup)
+    python -m bench --only pipeline,api   # some stages (pipeline, baseline, api, cleanup,
+                                          # dashboard)
 
 Needs PostgreSQL (BENCH_DATABASE_URL, a server URL; the bench creates and drops its own
 `bench_avatars_*` databases) and Redis (BENCH_REDIS_URL; DB 15 by default, flushed).
@@ -23,7 +24,7 @@ from bench import infra, report
 from bench.pipeline import WorkerSettings
 from bench.procs import ROOT, raise_on_sigterm
 
-STAGES = ("pipeline", "baseline", "api", "cleanup")
+STAGES = ("pipeline", "baseline", "api", "cleanup", "dashboard")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--conn-max-age",
         type=int,
         default=None,
-        help="experiment: give the service CONN_MAX_AGE (through DATABASE_URL) and health checks",
+        help="experiment: give the service this CONN_MAX_AGE (through DATABASE_URL; 0: a new "
+        "connection per request and task)",
     )
     parser.add_argument(
         "--prefetch-multiplier",
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-hot-requests", type=int, default=1000, help="hot-account phase")
     parser.add_argument("--api-hot-credits", type=int, default=200)
     parser.add_argument("--cleanup-rows", type=int, default=1_000_000)
+    parser.add_argument("--dashboard-rows", type=int, default=1_000_000, help="avatars")
     parser.add_argument(
         "--orphan-files", type=int, default=20_000, help="files for the orphan-scan measurement"
     )
@@ -130,7 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "settings": settings.describe(),
     }
-    results: dict = {"context": context, "pipeline": [], "api": None, "cleanup": None}
+    results: dict = {
+        "context": context,
+        "pipeline": [],
+        "api": None,
+        "cleanup": None,
+        "dashboard": None,
+    }
     base_env = infra.service_env(
         database_url=infra.database_url(args.database_url, infra.TEMPLATE_DB),
         redis_url=args.redis_url,
@@ -187,6 +196,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: cleanup stage ({args.cleanup_rows} rows)", flush=True)
             results["cleanup"] = cleanup.run_stage(
                 rows=args.cleanup_rows, orphan_files=args.orphan_files, pg=pg, log_dir=log_dir
+            )
+        if "dashboard" in stages:
+            from bench import dashboard
+
+            print(f"bench: dashboard stage ({args.dashboard_rows} avatars)", flush=True)
+            results["dashboard"] = dashboard.run_stage(
+                rows=args.dashboard_rows, pg=pg, redis_url=args.redis_url, log_dir=log_dir
             )
     except KeyboardInterrupt:
         print("bench: interrupted; stopping everything", file=sys.stderr)

@@ -372,6 +372,31 @@ def _cleanup(cleanup: dict | None) -> list[str]:
     return out
 
 
+def _dashboard(result: dict | None) -> list[str]:
+    """Per range: each panel's query time, the whole page, and the first visit."""
+    if not result:
+        return []
+    spans = result["spans"]
+    out = [f"## 5. Dashboard at {result['rows']:,} avatars", "", result["description"], ""]
+    names = list(dict.fromkeys(name for span in spans.values() for name in span["panels"]))
+    rows = [
+        [name, *(_f(span["panels"].get(name, 0), 1) for span in spans.values())] for name in names
+    ]
+    for label, key in (
+        ("all its queries and Redis reads (`collect_dashboard`)", "total_ms"),
+        ("of which the provider's Redis reads", "provider_ms"),
+        ("**the whole page** (request to response, SVG included)", "page_ms"),
+        ("first visit: aggregates the whole range, keeps its periods", "first_visit_ms"),
+    ):
+        rows.append([label, *(_f(span[key], 1) for span in spans.values())])
+    out += _table(["ms (median of 7 visits after the first)", *spans], rows)
+    out += ["", *[f"- {note}" for note in result["notes"]], "", "### Dashboard plans", ""]
+    for key, span in spans.items():
+        for plan in span["plans"]:
+            out += [f"- {key}: {plan['panel']}", "", "```", *plan["plan"].splitlines(), "```", ""]
+    return out
+
+
 def _targets(results: dict) -> list[str]:
     rows: list[list[str]] = []
 
@@ -452,6 +477,13 @@ def _targets(results: dict) -> list[str]:
                 f"in {sum(used)} of {len(used)} plans",
                 all(used),
             )
+    board = results.get("dashboard")
+    for key, span in (board or {}).get("spans", {}).items():
+        add(
+            f"dashboard page ({key}) on {board['rows']:,} avatars < 300 ms",
+            f"{span['page_ms']:.0f} ms",
+            span["page_ms"] < 300,
+        )
     if not rows:
         return []
     return ["## Targets", "", *_table(["target", "measured", ""], rows)]
@@ -472,7 +504,7 @@ def render(results: dict) -> str:
         + (
             f"CONN_MAX_AGE={context['args']['conn_max_age']} (experiment)"
             if context["args"].get("conn_max_age") is not None
-            else "CONN_MAX_AGE as configured (0: a new connection per request and task)"
+            else "CONN_MAX_AGE as configured (60 s with health checks)"
         )
         + "".join(f", {text} (experiment)" for text in _experiments(context["args"]))
         + ", LOG_LEVEL INFO, no beat; the simulator runs on the same machine",
@@ -484,6 +516,7 @@ def render(results: dict) -> str:
         _pipeline(results.get("pipeline") or []),
         _api(results.get("api")),
         _cleanup(results.get("cleanup")),
+        _dashboard(results.get("dashboard")),
     ):
         if section:
             lines += [*section, ""]

@@ -14,13 +14,23 @@ from rest_framework.views import exception_handler
 
 
 class ApiError(exceptions.APIException):
-    """An error with a stable code, raised by views: ApiError(409, "code", "message")."""
+    """An error with a stable code, raised by views: ApiError(409, "code", "message").
 
-    def __init__(self, status_code: int, code: str, message: str, fields: dict | None = None):
+    `retry_after` (seconds) becomes the Retry-After header (DRF's handler sends `wait`)."""
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        fields: dict | None = None,
+        retry_after: int | None = None,
+    ):
         super().__init__(detail=message, code=code)
         self.status_code = status_code
         self.code = code
         self.fields = fields or {}
+        self.wait = retry_after
 
 
 def envelope(code: str, message: str, fields: dict | None = None) -> dict:

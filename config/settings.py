@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from avatars import image_models
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -29,7 +31,11 @@ def _read(name: str, cast, default):
 
 def _bool(name: str, default: bool) -> bool:
     """Strict: a typo such as DJANGO_DEBUG=ture must not silently mean False."""
-    raw = env.str(name, default="").strip().lower()
+    return _parse_bool(name, env.str(name, default=""), default)
+
+
+def _parse_bool(name: str, raw: str, default: bool) -> bool:
+    raw = raw.strip().lower()
     if not raw:
         return default
     if raw in {"1", "true", "yes", "on"}:
@@ -139,6 +145,15 @@ if DATABASES["default"]["ENGINE"] not in {
     "django.db.backends.sqlite3",
 }:
     raise ImproperlyConfigured("Setting DATABASE_URL must be a postgres:// or sqlite:/// URL")
+# Reuse connections for a minute, checked before each reuse, unless the URL says otherwise
+# (?conn_max_age=0): a new connection per request and task cost the worker 10 ms and the web
+# half its throughput (make bench). The URL's conn_health_checks arrives as a string.
+DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = _parse_bool(
+    "DATABASE_URL conn_health_checks",
+    str(DATABASES["default"].get("CONN_HEALTH_CHECKS", "")),
+    default=True,
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -258,7 +273,12 @@ CELERY_TIMEZONE = TIME_ZONE
 # --- Replicate ----------------------------------------------------------------------------
 REPLICATE_API_TOKEN = _read("REPLICATE_API_TOKEN", env.str, "")
 REPLICATE_BASE_URL = _read("REPLICATE_BASE_URL", env.str, "https://api.replicate.com")
-REPLICATE_MODEL = _read("REPLICATE_MODEL", env.str, "openai/gpt-image-1")
+REPLICATE_MODEL = _read("REPLICATE_MODEL", env.str, image_models.DEFAULT_MODEL)
+if REPLICATE_MODEL not in image_models.MODELS:
+    raise ImproperlyConfigured(
+        f"Setting REPLICATE_MODEL must be one of {', '.join(image_models.MODELS)}, "
+        f"got {REPLICATE_MODEL!r}"
+    )
 OPENAI_API_KEY = _read("OPENAI_API_KEY", env.str, "")
 REPLICATE_WEBHOOK_SECRET = _read("REPLICATE_WEBHOOK_SECRET", env.str, "")
 if REPLICATE_WEBHOOK_SECRET and not re.fullmatch(
@@ -272,7 +292,7 @@ PUBLIC_BASE_URL = _read("PUBLIC_BASE_URL", env.str, "").rstrip("/")
 _REAL_REPLICATE = bool(REPLICATE_API_TOKEN) and urlsplit(REPLICATE_BASE_URL).hostname == (
     "api.replicate.com"
 )
-if _REAL_REPLICATE and REPLICATE_MODEL.startswith("openai/") and not OPENAI_API_KEY:
+if _REAL_REPLICATE and image_models.MODELS[REPLICATE_MODEL].needs_openai_key and not OPENAI_API_KEY:
     raise ImproperlyConfigured(
         f"Setting OPENAI_API_KEY is required: {REPLICATE_MODEL} runs with your own OpenAI key"
     )
@@ -360,11 +380,42 @@ AVATAR_OUTPUT_ALLOW_HTTP = _bool("AVATAR_OUTPUT_ALLOW_HTTP", False)
 AVATAR_OUTPUT_ALLOW_PRIVATE_ADDRESSES = _bool("AVATAR_OUTPUT_ALLOW_PRIVATE_ADDRESSES", False)
 AVATAR_RETENTION_DAYS = _read("AVATAR_RETENTION_DAYS", env.int, None)
 AVATAR_IMAGE_QUALITY = _read("AVATAR_IMAGE_QUALITY", env.str, "high")
-if AVATAR_IMAGE_QUALITY not in {"low", "medium", "high", "auto"}:
+if AVATAR_IMAGE_QUALITY not in image_models.QUALITIES:
     raise ImproperlyConfigured(
         "Setting AVATAR_IMAGE_QUALITY must be low, medium, high or auto, "
         f"got {AVATAR_IMAGE_QUALITY!r}"
     )
+
+
+def _price_table(name: str, defaults: dict, check) -> dict:
+    """A JSON table from the environment, laid over the defaults key by key."""
+    table = {**defaults, **_read(name, env.json, {})}
+    if not all(check(value) for value in table.values()):
+        raise ImproperlyConfigured(f"Setting {name} has an entry that is not a valid price")
+    return table
+
+
+def _is_price(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
+# USD per output image, by model and quality (README, "What each avatar costs").
+AVATAR_PRICES_USD = _price_table(
+    "AVATAR_PRICES_USD",
+    image_models.PRICES_USD,
+    lambda qualities: isinstance(qualities, dict)
+    and set(qualities) >= set(image_models.QUALITIES)
+    and all(_is_price(price) for price in qualities.values()),
+)
+# USD per million gpt-image-1 tokens, billed by OpenAI to OPENAI_API_KEY.
+OPENAI_TOKEN_PRICES_USD_PER_MILLION = _price_table(
+    "OPENAI_TOKEN_PRICES_USD_PER_MILLION", image_models.TOKEN_PRICES_USD_PER_MILLION, _is_price
+)
+# Today's cost (UTC) plus the estimate of what is in flight at which new submissions are refused
+# (503 capacity_reached) until midnight UTC. Unset: no cap.
+AVATAR_DAILY_SPEND_LIMIT_USD = _read("AVATAR_DAILY_SPEND_LIMIT_USD", env.float, None)
+if AVATAR_DAILY_SPEND_LIMIT_USD is not None:
+    _positive("AVATAR_DAILY_SPEND_LIMIT_USD", AVATAR_DAILY_SPEND_LIMIT_USD)
 # Seconds a signed avatar image URL (the API's `image_url`) stays valid.
 AVATAR_IMAGE_URL_MAX_AGE = _at_least(
     "AVATAR_IMAGE_URL_MAX_AGE", _read("AVATAR_IMAGE_URL_MAX_AGE", env.int, 3600), 1
@@ -463,4 +514,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60,
     },
     "check-alerts": {"task": "avatars.tasks.check_alerts_task", "schedule": 300},
+    # Our input against the model's published schema (also once at each worker start).
+    "check-model-schema": {
+        "task": "avatars.tasks.check_model_schema_task",
+        "schedule": 24 * 60 * 60,
+    },
 }

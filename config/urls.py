@@ -4,7 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from avatars import api as avatars_api
-from avatars import metrics, pages, webhooks
+from avatars import dashboard_page, metrics, pages, webhooks
 from config import auth, health
 from config.sign_in import limit_sign_in_attempts
 from credits import api as credits_api
@@ -54,6 +54,11 @@ urlpatterns = [
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/login/", limit_sign_in_attempts(admin.site.login)),
+    path(
+        "admin/dashboard/",
+        admin.site.admin_view(dashboard_page.dashboard_view),
+        name="admin-dashboard",
+    ),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -75,6 +75,12 @@ class LedgerEntry(models.Model):
         indexes = [
             models.Index(fields=["account", "-created_at"], name="credits_entry_account_time"),
             models.Index(fields=["reference"], name="credits_entry_reference"),
+            # Credits spent per hour or day (the staff dashboard), read from the index alone.
+            models.Index(
+                fields=["created_at", "amount"],
+                condition=Q(kind="spend"),
+                name="credits_entry_spend_time",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -158,6 +164,12 @@ class Compensation(models.Model):
                 fields=["account", "source", "decided_at"], name="credits_comp_auto_refunds"
             ),
             models.Index(fields=["account", "-created_at"], name="credits_comp_account_time"),
+            # Refunds per hour or day by reason (the staff dashboard), read from the index alone.
+            models.Index(
+                fields=["decided_at", "reason"],
+                condition=Q(status="refunded"),
+                name="credits_comp_refund_time",
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -13,8 +13,9 @@ from . import problems
 from .durations import parse_duration
 from .http_types import Request, Response
 from .multipart import MultipartError, parse_multipart
+from .openapi import model_object
 from .scenarios import Scenario
-from .schema import MODELS, resolve_version, validate_request_body
+from .schema import resolve_version, validate_request_body
 from .simulator import CreateRequest, Simulator
 
 Handler = Callable[[Simulator, Request, dict[str, str]], Response]
@@ -200,13 +201,26 @@ def create_model_prediction(sim: Simulator, request: Request, params: dict[str, 
     body = _read_json(request)
     if body is _INVALID_JSON:
         return Response.problem(problems.bad_request("Request body is not valid JSON."))
-    spec = MODELS.get(f"{params['owner']}/{params['name']}")
+    spec = sim.models.get(f"{params['owner']}/{params['name']}")
     if spec is None:
-        return Response.problem(problems.not_found("The requested model could not be found."))
+        return Response.problem(_model_not_found())
     errors = validate_request_body(body, needs_version=False)
     if errors:
         return Response.problem(problems.validation_failed(errors))
     return _create(sim, request, body, (spec, "hidden"))
+
+
+def _model_not_found() -> dict[str, Any]:
+    return problems.not_found("The requested model could not be found.")
+
+
+@_route("GET", r"^/v1/models/(?P<owner>[^/]+)/(?P<name>[^/]+)$", "model_get")
+def get_model(sim: Simulator, request: Request, params: dict[str, str]) -> Response:
+    """The model object, its latest version's OpenAPI schema the one creates are checked by."""
+    spec = sim.models.get(f"{params['owner']}/{params['name']}")
+    if spec is None:
+        return Response.problem(_model_not_found())
+    return Response.json(200, model_object(spec))
 
 
 @_route("POST", r"^/v1/predictions$", "create")
@@ -217,7 +231,7 @@ def create_version_prediction(sim: Simulator, request: Request, params: dict[str
     errors = validate_request_body(body, needs_version=True)
     if errors:
         return Response.problem(problems.validation_failed(errors))
-    resolved = resolve_version(body["version"])
+    resolved = resolve_version(body["version"], sim.models.specs())
     if resolved is None:
         return Response.problem(problems.invalid_version())
     return _create(sim, request, body, resolved)

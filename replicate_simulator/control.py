@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
@@ -86,6 +87,27 @@ class SimulatorControl:
     def version_id(self, model: str = "openai/gpt-image-1") -> str:
         """The 64-hex version id the simulator gives ``model``."""
         return next(m["version"] for m in self.models() if m["model"] == model)
+
+    def change_model_schema(
+        self,
+        model: str,
+        *,
+        drop: Iterable[str] = (),
+        properties: dict[str, dict[str, Any]] | None = None,
+        require: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """Change what ``model`` serves as its schema and validates creates against.
+
+        ``drop`` removes inputs, ``properties`` changes fields of inputs or adds new ones
+        (``{"quality": {"enum": ["standard", "hd"]}}``), ``require`` makes inputs required.
+        Returns ``{"model", "input"}`` (the new Input schema). A reset restores every model.
+        """
+        body = {"drop": list(drop), "properties": properties or {}, "require": list(require)}
+        return self._call("PATCH", f"/models/{model}/schema", json=body)
+
+    def restore_model_schema(self, model: str) -> dict[str, Any]:
+        """Give ``model`` its built-in schema back."""
+        return self._call("DELETE", f"/models/{model}/schema")
 
     def get_webhook_secret(self) -> str:
         return self._call("GET", "/webhook-secret")["key"]

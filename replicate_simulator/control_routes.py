@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from . import problems
+from .catalog import SchemaChangeError
 from .config import ConfigError
 from .http_types import Request, Response
+from .openapi import input_schema
 from .scenarios import ScenarioError
-from .schema import MODELS
 from .simulator import Simulator
 
 PREFIX = "/_simulator"
@@ -17,21 +18,27 @@ PREFIX = "/_simulator"
 def handle_control(sim: Simulator, request: Request) -> Response:
     """Route a control request; errors are problem documents with status 400/404/405."""
     path = request.path[len(PREFIX) :].rstrip("/") or "/"
+    try:
+        return _dispatch(sim, request, path)
+    except (ConfigError, ScenarioError, SchemaChangeError) as exc:
+        return Response.problem(problems.bad_request(str(exc)))
+    except ValueError as exc:  # malformed JSON body or query
+        return Response.problem(problems.bad_request(f"Invalid request: {exc}"))
+
+
+def _dispatch(sim: Simulator, request: Request, path: str) -> Response:
     method = request.method
     if path.startswith("/predictions/") and method == "GET":
         return _prediction(sim, path.removeprefix("/predictions/"))
+    if path.startswith("/models/") and path.endswith("/schema"):
+        return _model_schema(sim, request, path.removeprefix("/models/").removesuffix("/schema"))
     handlers = _HANDLERS.get(path)
     if handlers is None:
         return Response.problem(problems.not_found())
     handler = handlers.get(method)
     if handler is None:
         return Response.problem(problems.generic(405, "Method not allowed."))
-    try:
-        return handler(sim, request)
-    except (ConfigError, ScenarioError) as exc:
-        return Response.problem(problems.bad_request(str(exc)))
-    except ValueError as exc:  # malformed JSON body or query
-        return Response.problem(problems.bad_request(f"Invalid request: {exc}"))
+    return handler(sim, request)
 
 
 def _since(request: Request) -> int:
@@ -130,11 +137,25 @@ def _models(sim: Simulator, request: Request) -> Response:
                     "model": spec.full_name,
                     "version": spec.version_id,
                     "required": list(spec.required),
+                    "schema_changed": sim.models.is_changed(spec.full_name),
                 }
-                for spec in MODELS.values()
+                for spec in sim.models.specs().values()
             ]
         },
     )
+
+
+def _model_schema(sim: Simulator, request: Request, model: str) -> Response:
+    """PATCH: change the model's input schema (served and validated); DELETE: restore it."""
+    if request.method == "PATCH":
+        spec = sim.models.change(model, request.json())
+    elif request.method == "DELETE":
+        spec = sim.models.restore(model)
+    else:
+        return Response.problem(problems.generic(405, "Method not allowed."))
+    if spec is None:
+        return Response.problem(problems.not_found(f"No simulated model {model}."))
+    return Response.json(200, {"model": spec.full_name, "input": input_schema(spec)})
 
 
 def _secret(sim: Simulator, request: Request) -> Response:

@@ -40,6 +40,7 @@ ENDPOINTS = frozenset(
         "file_download",
         "output",
         "webhook_secret",
+        "model_get",
         "any",
     }
 )

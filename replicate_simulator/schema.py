@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -65,6 +66,22 @@ _GPT_IMAGE_PROPERTIES = (
     Property("user_id", "string"),
 )
 
+# gpt-image-2 keeps faces without being asked (no input_fidelity), makes one image a call and no
+# transparent backgrounds, and bills through Replicate unless a key is given.
+_GPT_IMAGE_2_PROPERTIES = (
+    Property("prompt", "string"),
+    Property("openai_api_key", "string"),
+    Property("aspect_ratio", "string", enum=("1:1", "3:2", "2:3"), default="1:1"),
+    Property("input_images", "array", item_format="uri"),
+    Property("number_of_images", "integer", minimum=1, maximum=1, default=1),
+    Property("quality", "string", enum=("low", "medium", "high", "auto"), default="auto"),
+    Property("background", "string", enum=("auto", "opaque"), default="auto"),
+    Property("output_compression", "integer", minimum=0, maximum=100, default=90),
+    Property("output_format", "string", enum=("png", "jpeg", "webp"), default="webp"),
+    Property("moderation", "string", enum=("auto", "low"), default="auto"),
+    Property("user_id", "string"),
+)
+
 MODELS: dict[str, ModelSpec] = {
     spec.full_name: spec
     for spec in (
@@ -74,6 +91,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         # gpt-image-1.5 bills through Replicate when no key is given, so the key is optional.
         ModelSpec("openai", "gpt-image-1.5", _GPT_IMAGE_PROPERTIES, ("prompt",)),
+        ModelSpec("openai", "gpt-image-2", _GPT_IMAGE_2_PROPERTIES, ("prompt",)),
     )
 }
 
@@ -223,17 +241,19 @@ def _is_http_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
-def resolve_version(value: str) -> tuple[ModelSpec, str] | None:
+def resolve_version(
+    value: str, models: Mapping[str, ModelSpec] = MODELS
+) -> tuple[ModelSpec, str] | None:
     """Map a ``version`` field to a model and the ``version`` the prediction reports.
 
     Accepts ``owner/name`` (official models: reported as ``hidden``), ``owner/name:id``
     and a bare 64-hex id.
     """
     if _VERSION_ID.match(value):
-        spec = next((s for s in MODELS.values() if s.version_id == value), None)
+        spec = next((s for s in models.values() if s.version_id == value), None)
         return (spec, value) if spec else None
     name, _, version = value.partition(":")
-    spec = MODELS.get(name)
+    spec = models.get(name)
     if spec is None:
         return None
     if not version:

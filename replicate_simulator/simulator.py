@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from . import outcomes
+from .catalog import ModelCatalog
 from .clock import Clock, SystemClock
 from .config import ConfigError, SimulatorConfig
 from .files import FileStore
@@ -28,6 +29,7 @@ from .scenarios import OUTCOME_KINDS, WEBHOOK_KINDS, Scenario, ScenarioQueue
 from .scheduling import Scheduler
 from .schema import MODELS, WEBHOOK_EVENTS, ModelSpec, validate_input
 from .signing import new_webhook_secret
+from .tokens import token_log_lines
 from .webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,8 @@ class Simulator:
             self.clock, lambda: self.base_url, lambda: self.config.file_retention
         )
         self.scenarios = ScenarioQueue()
+        # The schemas served and validated against; tests may change them (control API).
+        self.models = ModelCatalog()
         self.limiter = TokenBucket(self.clock, *_limits(self._config))
         self.request_log = EventLog()
         self.webhook_log = EventLog()
@@ -147,6 +151,7 @@ class Simulator:
         self.files.clear()
         self.scheduler.clear()
         self.scenarios.clear()
+        self.models.restore()
         self.limiter.configure(*_limits(self._initial_config))
         self.request_log.clear()
         self.webhook_log.clear()
@@ -393,6 +398,7 @@ class Simulator:
     def _render(self, prediction: Prediction, generation: int) -> None:
         if generation != self.generation:  # reset since: nobody will look at it
             return
+        # The built-in spec, not a changed one: its defaults are what the renderer understands.
         spec = MODELS[prediction.model]
         options = {p.name: prediction.input.get(p.name, p.default) for p in spec.properties}
         fmt = options["output_format"]
@@ -423,6 +429,7 @@ class Simulator:
                 files={name: (data, CONTENT_TYPES[fmt]) for name in names},
                 log_lines=(
                     f"Image size: {width}x{height}",
+                    *token_log_lines(options, len(images), count),
                     f"Generated image in {seconds:.1f}sec",
                     f"Generated {count} images",
                 ),

@@ -127,7 +127,8 @@ def _purge(queue: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def _session_celery_worker(celery_queue):
+def _session_celery_worker(celery_queue, django_db_setup, django_db_blocker):
+    # Set up after the test database (django_db_setup), so stopped before it is dropped.
     # One worker for the whole run: a second embedded worker in the same process never fires
     # countdown (ETA) messages. A message left over from an earlier test finds its avatar gone
     # (the database is emptied between tests) and does nothing.
@@ -143,6 +144,24 @@ def _session_celery_worker(celery_queue):
     ) as worker:
         yield worker
     _purge(celery_queue)
+    with django_db_blocker.unblock():
+        _close_connections_of_ended_threads()
+
+
+def _close_connections_of_ended_threads() -> None:
+    """The worker's threads kept their connections (CONN_MAX_AGE) when they ended: end them at
+    the server, or the test database can not be dropped at the end of the run."""
+    from replicate_simulator.testing import wait_for  # a plugin: imported by pytest first
+
+    others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT pg_terminate_backend(pid) {others}")
+
+        def gone() -> bool:
+            cursor.execute(f"SELECT count(*) {others}")
+            return cursor.fetchone()[0] == 0
+
+        wait_for(gone, timeout=10, interval=0.05, message="the worker's connections to end")
 
 
 @pytest.fixture

@@ -318,6 +318,35 @@ def test_avatar_admin_filters_and_alerts_page_render(alice, admin_client):
     assert Avatar.objects.count() == 1
 
 
+def test_the_cost_of_each_avatar_and_prediction_shows_in_the_admin(alice, admin_client):
+    credit_services.grant_credits(user=alice, amount=1)
+    avatar = make_avatar(alice, status="succeeded")
+    Avatar.objects.filter(pk=avatar.pk).update(cost_usd="0.178650")
+    Prediction.objects.create(
+        avatar=avatar,
+        number=1,
+        prediction_id="p-costly",
+        status="succeeded",
+        model="openai/gpt-image-1",
+        quality="high",
+        input_text_tokens=250,
+        input_image_tokens=1000,
+        output_tokens=4160,
+        cost_usd="0.178650",
+        output_url="https://replicate.delivery/abc/output.png",
+    )
+
+    listed = admin_client.get("/admin/avatars/avatar/", {"model": "openai/gpt-image-1"})
+    change = admin_client.get(f"/admin/avatars/avatar/{avatar.pk}/change/")
+    predictions = admin_client.get("/admin/avatars/prediction/", {"quality": "high"})
+
+    assert b"0.178650" in listed.content and len(listed.context["cl"].result_list) == 1
+    assert b"0.178650" in change.content and b"4160" in change.content
+    assert b"p-costly" in predictions.content and b"0.178650" in predictions.content
+    shown = admin_client.get(f"/admin/avatars/prediction/{Prediction.objects.get().pk}/change/")
+    assert shown.status_code == 200 and b"replicate.delivery" not in shown.content
+
+
 def test_staff_erase_a_users_selfies_and_avatars_on_request(alice, admin_client, settings):
     from django.core.files.storage import default_storage
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
@@ -263,3 +264,76 @@ def test_the_api_still_answers_when_redis_is_unreachable(
 
     assert shown.status_code == 200
     assert (shown.json()["notice"], shown.json()["queue_position"]) == (None, None)
+
+
+# --- the daily spend cap ---------------------------------------------------------------------
+
+
+def _ended_today(owner, session_id: str, cost: str) -> Avatar:
+    return Avatar.objects.create(
+        owner=owner,
+        session_id=session_id,
+        style="comic",
+        prompt_version=prompts.PROMPT_VERSION,
+        status=Avatar.Status.SUCCEEDED,
+        completed_at=timezone.now(),
+        cost_usd=Decimal(cost),
+    )
+
+
+@pytest.fixture
+def capped(settings):
+    """A limit of $0.80 a day, with each avatar estimated at $0.19 (gpt-image-2, high)."""
+    settings.AVATAR_DAILY_SPEND_LIMIT_USD = 0.80
+    settings.REPLICATE_MODEL = "openai/gpt-image-2"
+    settings.AVATAR_IMAGE_QUALITY = "high"
+
+
+@freeze_time("2026-12-04 18:30:00")
+def test_when_todays_cost_and_whats_in_flight_reach_the_limit_submissions_get_503(
+    alice_client, funded, session_id, capped
+):
+    _ended_today(funded, session_id, "0.50")
+    # $0.50 spent, then $0.69 and $0.88 with one and two in flight
+    assert post_avatar(alice_client, session_id).status_code == 202
+    assert post_avatar(alice_client, session_id).status_code == 202
+
+    refused = post_avatar(alice_client, session_id)
+
+    assert refused.status_code == 503
+    error = refused.json()["error"]
+    assert error["code"] == "capacity_reached"
+    assert "Nothing was charged" in error["message"] and "00:00 UTC" in error["message"]
+    assert refused["Retry-After"] == str(5 * 3600 + 30 * 60)  # until midnight UTC
+    assert credit_services.get_balance(user=funded) == 8
+    assert Avatar.objects.count() == 3
+
+
+@freeze_time("2026-12-04 18:30:00")
+def test_yesterdays_cost_does_not_count_against_today(alice_client, funded, session_id, capped):
+    with freeze_time("2026-12-03 23:59:00"):
+        _ended_today(funded, session_id, "5.00")
+
+    assert post_avatar(alice_client, session_id).status_code == 202
+
+
+def test_without_a_limit_nothing_is_refused_whatever_was_spent(
+    alice_client, funded, session_id, settings
+):
+    assert settings.AVATAR_DAILY_SPEND_LIMIT_USD is None
+    _ended_today(funded, session_id, "1000")
+
+    assert post_avatar(alice_client, session_id).status_code == 202
+
+
+@freeze_time("2026-12-04 18:30:00")
+def test_a_repeated_request_still_gets_its_avatar_once_the_cap_is_reached(
+    alice_client, funded, session_id, capped
+):
+    first = post_avatar(alice_client, session_id, HTTP_IDEMPOTENCY_KEY="k1")
+    _ended_today(funded, session_id, "1.00")
+
+    again = post_avatar(alice_client, session_id, HTTP_IDEMPOTENCY_KEY="k1")
+
+    assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
+    assert post_avatar(alice_client, session_id).status_code == 503

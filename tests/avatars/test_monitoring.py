@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.core import mail
@@ -126,6 +127,32 @@ def test_a_ledger_mismatch_alerts(funded):
             )
 
     assert_fires_once_then_resolves("ledger_mismatch", repair)
+
+
+def test_the_daily_spend_alerts_at_80_and_at_100_percent_of_the_limit(funded, settings):
+    settings.AVATAR_DAILY_SPEND_LIMIT_USD = 10.0
+    settings.REPLICATE_MODEL, settings.AVATAR_IMAGE_QUALITY = "openai/gpt-image-1.5", "high"
+    ended(funded, 1, status="succeeded")
+    Avatar.objects.update(cost_usd=Decimal("7.50"))
+    make_avatar(funded)  # in flight: estimated at $0.136
+    assert not {"spend_cap_near", "spend_cap_reached"} & set(monitoring.check_alerts())
+
+    spent = Avatar.objects.filter(status="succeeded")
+    spent.update(cost_usd=Decimal("8.00"))  # 81%
+    assert_fires_once_then_resolves("spend_cap_near", lambda: spent.update(cost_usd=Decimal("1")))
+
+    spent.update(cost_usd=Decimal("9.90"))  # 100.4%
+    assert {"spend_cap_near", "spend_cap_reached"} <= set(monitoring.check_alerts())
+    reached = Alert.objects.get(rule="spend_cap_reached", resolved_at__isnull=True)
+    assert (reached.severity, "refused until 00:00 UTC" in reached.message) == ("critical", True)
+    assert "$9.90 spent and $0.14 estimated in flight, of $10.00" in reached.message
+
+
+def test_without_a_spending_limit_no_spend_alert_fires(funded):
+    ended(funded, 1, status="succeeded")
+    Avatar.objects.update(cost_usd=Decimal("1000"))
+
+    assert not {"spend_cap_near", "spend_cap_reached"} & set(monitoring.check_alerts())
 
 
 def test_an_alert_is_logged_at_critical(funded, caplog):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from decimal import Decimal
 
 import pytest
 from PIL import Image
@@ -110,6 +111,59 @@ def test_the_simulator_receives_the_designed_payload(pipeline, funded_alice, ali
     }
     assert str(funded_alice.pk) != sent["user_id"] and "alice" not in sent["user_id"]
     assert Avatar.objects.get(pk=avatar["id"]).prompt_version == prompts.PROMPT_VERSION
+
+
+def test_a_succeeded_avatar_records_its_model_its_tokens_and_what_it_cost(
+    pipeline, funded_alice, alice_client
+):
+    done = wait_until_finished(alice_client, submit(alice_client)["id"])
+
+    avatar = Avatar.objects.get(pk=done["id"])
+    [prediction] = avatar.predictions.all()
+    assert (avatar.model, avatar.quality) == ("openai/gpt-image-1", "high")
+    assert (prediction.model, prediction.quality, prediction.number_of_images) == (
+        "openai/gpt-image-1",
+        "high",
+        1,
+    )
+    # What the simulator's logs report: a high-fidelity selfie and a high-quality square image
+    assert (prediction.input_image_tokens, prediction.output_tokens) == (4160, 4160)
+    text = prediction.input_text_tokens
+    assert text > 100
+    expected = Decimal("0.001") + (Decimal(text) * 5 + 4160 * 10 + 4160 * 40) / 1_000_000
+    assert prediction.cost_usd == avatar.cost_usd == expected.quantize(Decimal("0.000001"))
+
+
+def test_the_model_is_a_setting_and_each_avatar_keeps_its_own(
+    pipeline, funded_alice, alice_client, settings
+):
+    settings.REPLICATE_MODEL = "openai/gpt-image-2"
+
+    done = wait_until_finished(alice_client, submit(alice_client)["id"])
+
+    assert done["status"] == "succeeded", done
+    [create] = pipeline.requests(method="POST", path="/v1/models/openai/gpt-image-2/predictions")
+    sent = create["body"]["input"]
+    assert "input_fidelity" not in sent and "openai_api_key" not in sent
+    assert (sent["aspect_ratio"], sent["quality"]) == ("1:1", "high")
+    avatar = Avatar.objects.get(pk=done["id"])
+    assert (avatar.model, avatar.cost_usd) == ("openai/gpt-image-2", Decimal("0.19"))
+
+
+def test_an_attempt_that_failed_costs_no_image_and_the_avatar_sums_its_attempts(
+    pipeline, funded_alice, alice_client, settings
+):
+    settings.REPLICATE_MODEL = "openai/gpt-image-1.5"
+    settings.AVATAR_IMAGE_QUALITY = "medium"
+    pipeline.transient_failure()
+
+    done = wait_until_finished(alice_client, submit(alice_client)["id"])
+
+    assert (done["status"], done["attempts"]) == ("succeeded", 2)
+    avatar = Avatar.objects.get(pk=done["id"])
+    costs = list(avatar.predictions.order_by("number").values_list("status", "cost_usd"))
+    assert costs == [("failed", Decimal("0")), ("succeeded", Decimal("0.05"))]
+    assert avatar.cost_usd == Decimal("0.05")
 
 
 def test_content_policy_failure_is_refunded_once_without_a_second_attempt(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class _Sheet(HTMLParser):
     def __init__(self, html: str) -> None:
         super().__init__()
         self.cells: dict[tuple[str, str], dict] = {}
+        self.by_model: dict[tuple[str, str, str], dict] = {}
         self._cell: dict | None = None
         self.feed(html)
 
@@ -43,6 +45,8 @@ class _Sheet(HTMLParser):
         if tag == "td" and "data-style" in values:
             self._cell = {"image": None, "text": ""}
             self.cells[(values["data-formulation"], values["data-style"])] = self._cell
+            key = (values["data-formulation"], values["data-model"], values["data-style"])
+            self.by_model[key] = self._cell
         elif tag == "img" and self._cell is not None:
             self._cell["image"] = values["src"]
 
@@ -138,6 +142,38 @@ def test_simulator_receives_one_create_per_formulation_and_style_with_its_prompt
         assert payload["quality"] == settings.AVATAR_IMAGE_QUALITY
         assert payload["input_fidelity"] == "high"
         assert payload["openai_api_key"] == "[REDACTED]"  # sent; the simulator's log hides it
+
+
+def test_models_are_compared_row_by_row_each_with_its_own_input_and_cost(lab, tmp_path, settings):
+    settings.AVATAR_IMAGE_QUALITY = "medium"
+    out, stdout, _ = _run(tmp_path, "--models", "openai/gpt-image-1", "openai/gpt-image-2")
+
+    assert stdout.splitlines()[-1] == "8 succeeded, 0 failed"
+    cells = _Sheet((out / "index.html").read_text()).by_model
+    assert {(model, style) for _, model, style in cells} == {
+        (model, style)
+        for model in ("openai/gpt-image-1", "openai/gpt-image-2")
+        for style in ("comic", "manga")
+    }
+    # gpt-image-2 takes no input_fidelity and no key; the simulator refuses what it does not know
+    newer = lab.requests(method="POST", path="/v1/models/openai/gpt-image-2/predictions")
+    assert len(newer) == 4 and len(_creates(lab)) == 4
+    for request in newer:
+        assert "input_fidelity" not in request["body"]["input"]
+        assert "openai_api_key" not in request["body"]["input"]
+    # Priced as the pipeline prices them: per image for gpt-image-2, its tokens for gpt-image-1
+    assert _cost(cells[(CURRENT, "openai/gpt-image-2", "comic")]) == 0.07
+    assert 0.05 < _cost(cells[(CURRENT, "openai/gpt-image-1", "comic")]) < 0.2  # tokens, not $0.001
+
+
+def _cost(cell: dict) -> float:
+    return float(re.search(r"\$(\d+\.\d+)", cell["text"]).group(1))
+
+
+def test_an_unknown_model_is_refused_before_anything_is_sent(lab, tmp_path):
+    with pytest.raises(CommandError, match="unknown model.*dall-e"):
+        _run(tmp_path, "--models", "openai/dall-e")
+    assert _creates(lab) == []
 
 
 def test_content_policy_failure_is_an_error_cell_and_the_others_still_succeed(lab, tmp_path):

@@ -38,6 +38,11 @@ def _load_settings(**env: str) -> subprocess.CompletedProcess:
         ("DATABASE_URL", "nosuchdb://x"),
         ("REPLICATE_WEBHOOK_SECRET", "not-a-whsec-secret"),
         ("TRUSTED_PROXY_COUNT", "-1"),
+        ("REPLICATE_MODEL", "openai/dall-e-3"),
+        ("AVATAR_PRICES_USD", '{"openai/gpt-image-2": {"low": 0.02}}'),
+        ("AVATAR_PRICES_USD", '{"openai/gpt-image-2": "cheap"}'),
+        ("OPENAI_TOKEN_PRICES_USD_PER_MILLION", '{"output_tokens": -40}'),
+        ("AVATAR_DAILY_SPEND_LIMIT_USD", "0"),
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_the_variable(name, value):
@@ -75,6 +80,9 @@ def test_start_up_refuses_what_can_never_work_against_the_real_replicate(name, e
         # development
         {**REAL_REPLICATE, "PUBLIC_BASE_URL": "http://127.0.0.1:8000", "DJANGO_DEBUG": "true"},
         {**REAL_REPLICATE, "PUBLIC_BASE_URL": "https://avatars.example"},
+        # only gpt-image-1 runs on the operator's own OpenAI key
+        {**REAL_REPLICATE, "OPENAI_API_KEY": "", "REPLICATE_MODEL": "openai/gpt-image-2"},
+        {**REAL_REPLICATE, "OPENAI_API_KEY": "", "REPLICATE_MODEL": "openai/gpt-image-1.5"},
     ],
 )
 def test_start_up_goes_on_with_the_simulator_or_a_complete_setup(env):
@@ -104,49 +112,70 @@ def test_behind_https_the_deploy_checks_report_nothing():
     assert "identified no issues" in checked.stdout
 
 
-def test_https_settings_follow_the_environment():
-    shown = subprocess.run(
+def _shown(expression: str, **env: str) -> str:
+    """What `expression` evaluates to once the settings load with `env`."""
+    result = subprocess.run(
         [
             sys.executable,
             "-c",
             "import django; django.setup(); from django.conf import settings as s; "
-            "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, "
-            "s.SECURE_PROXY_SSL_HEADER, s.SECURE_SSL_REDIRECT)",
+            "from rest_framework.settings import api_settings; "
+            f"print(({expression}))",
         ],
         cwd=ROOT,
-        env={
-            **os.environ,
-            **PRODUCTION,
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-            "DJANGO_HTTPS": "true",
-            "DJANGO_HSTS_SECONDS": "600",
-        },
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
 
-    assert shown.stdout.split("\n")[0] == (
-        "True True 600 ('HTTP_X_FORWARDED_PROTO', 'https') True"
-    ), shown.stderr
+
+def test_https_settings_follow_the_environment():
+    shown = _shown(
+        "s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, "
+        "s.SECURE_PROXY_SSL_HEADER, s.SECURE_SSL_REDIRECT",
+        **PRODUCTION,
+        DJANGO_HTTPS="true",
+        DJANGO_HSTS_SECONDS="600",
+    )
+
+    assert shown == "(True, True, 600, ('HTTP_X_FORWARDED_PROTO', 'https'), True)"
 
 
 def test_the_client_address_comes_from_the_trusted_proxies_only():
     assert settings.REST_FRAMEWORK["NUM_PROXIES"] == 0, "by default the header is ignored"
-    behind_two = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import django; django.setup(); from rest_framework.settings import api_settings; "
-            "print(api_settings.NUM_PROXIES)",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "TRUSTED_PROXY_COUNT": "2"},
-        capture_output=True,
-        text=True,
-        timeout=60,
+    assert _shown("api_settings.NUM_PROXIES", TRUSTED_PROXY_COUNT="2") == "2"
+
+
+def test_a_price_table_from_the_environment_replaces_the_defaults_model_by_model():
+    prices = '{"openai/gpt-image-2": {"low": 1, "medium": 2, "high": 3, "auto": 3}}'
+
+    shown = _shown(
+        "s.AVATAR_PRICES_USD['openai/gpt-image-2']['medium'], "
+        "s.AVATAR_PRICES_USD['openai/gpt-image-1.5']['high']",
+        AVATAR_PRICES_USD=prices,
     )
-    assert behind_two.stdout.strip() == "2", behind_two.stderr
+
+    assert shown == "(2, 0.136)"
+
+
+@pytest.mark.parametrize(
+    "query, reuse",
+    [
+        ("", "(60, True)"),
+        ("?conn_max_age=0", "(0, True)"),
+        ("?conn_max_age=10&conn_health_checks=false", "(10, False)"),
+    ],
+)
+def test_database_connections_are_reused_and_checked_unless_the_url_says_otherwise(query, reuse):
+    shown = _shown(
+        "s.DATABASES['default']['CONN_MAX_AGE'], s.DATABASES['default']['CONN_HEALTH_CHECKS']",
+        DATABASE_URL=f"postgres://u@db.example:5432/avatars{query}",
+    )
+
+    assert shown == reuse
 
 
 def test_production_refuses_to_start_without_a_secret_key():

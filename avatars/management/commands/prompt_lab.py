@@ -7,7 +7,10 @@ users would get, but it stores nothing in the database and bills no one's credit
 against the Replicate simulator as well (`REPLICATE_BASE_URL`).
 
     manage.py prompt_lab --selfie me.jpg [--styles comic manga] [--variants variants.json]
-        [--out DIR] [--timeout SECONDS]
+        [--models openai/gpt-image-1 openai/gpt-image-2] [--out DIR] [--timeout SECONDS]
+
+Each row of the sheet is one formulation on one model (`--models`, default `REPLICATE_MODEL`),
+and each cell says what its prediction cost, priced as the pipeline prices it.
 
 The variants file is a JSON list of `{"name": "...", "template": "... {look} ..."}` objects
 (see `avatars/prompt_variants.example.json`).
@@ -20,6 +23,8 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +34,7 @@ from django.template import Context, Engine
 from django.utils.text import slugify
 from PIL import Image, UnidentifiedImageError
 
-from avatars import errors, prompts, replicate_client, storage
+from avatars import costs, errors, image_models, prompts, replicate_client, storage
 from avatars.errors import ErrorKind
 from avatars.replicate_client import PredictionState, ReplicateCallError
 from avatars.selfies import InvalidSelfie, prepare_selfie_from_settings
@@ -62,10 +67,11 @@ class Formulation:
 
 @dataclass
 class Cell:
-    """One (formulation, style) pair and what became of its prediction."""
+    """One (formulation, model, style) and what became of its prediction."""
 
     row: int
     formulation: Formulation
+    model: str
     style: prompts.Style
     prompt: str
     prediction_id: str = ""
@@ -77,6 +83,7 @@ class Cell:
     height: int | None = None
     error: ErrorKind | None = None
     detail: str = ""
+    cost_usd: Decimal | None = None
 
     @property
     def pending(self) -> bool:
@@ -89,6 +96,8 @@ class Cell:
             parts.append(f"predict_time {self.predict_time:.1f} s")
         if self.width:
             parts.append(f"{self.width}x{self.height}")
+        if self.cost_usd is not None:
+            parts.append(f"${self.cost_usd:.4f}")
         return ", ".join(parts)
 
     def fail(self, kind: ErrorKind, detail: str) -> None:
@@ -117,6 +126,13 @@ class Command(BaseCommand):
             help='JSON list of {"name": ..., "template": "... {look} ..."} to compare',
         )
         parser.add_argument(
+            "--models",
+            nargs="+",
+            metavar="MODEL",
+            help="models to compare (default: REPLICATE_MODEL; any of "
+            f"{', '.join(image_models.MODELS)})",
+        )
+        parser.add_argument(
             "--out", type=Path, help="output directory (default: prompt-lab/<UTC timestamp>/)"
         )
         parser.add_argument(
@@ -129,7 +145,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         started = datetime.now(tz=UTC)
         self.verbosity = options["verbosity"]
-        styles = _parse_styles(options["styles"])
+        styles = _parse_choices("style", options["styles"], prompts.STYLES)
+        models = _parse_choices(
+            "model", options["models"] or [settings.REPLICATE_MODEL], image_models.MODELS
+        )
         formulations = [
             Formulation(prompts.PROMPT_VERSION, prompts.TEMPLATES[prompts.PROMPT_VERSION], True)
         ]
@@ -148,8 +167,10 @@ class Command(BaseCommand):
         (out_dir / "selfie.jpg").write_bytes(selfie)
 
         cells = [
-            Cell(row, formulation, prompts.STYLES[style_id], formulation.prompt_for(style_id))
-            for row, formulation in enumerate(formulations)
+            Cell(
+                row, formulation, model, prompts.STYLES[style_id], formulation.prompt_for(style_id)
+            )
+            for row, (formulation, model) in enumerate(product(formulations, models))
             for style_id in styles
         ]
         interrupted = False
@@ -171,7 +192,7 @@ class Command(BaseCommand):
                 _delete_file_quietly(uploaded.id)
 
         index = out_dir / "index.html"
-        index.write_text(self._render(cells, formulations, styles, started), encoding="utf-8")
+        index.write_text(self._render(cells, models, styles, started), encoding="utf-8")
         succeeded = sum(1 for cell in cells if cell.image)
         self.stdout.write(str(index.resolve()))
         self.stdout.write(f"{succeeded} succeeded, {len(cells) - succeeded} failed")
@@ -189,17 +210,16 @@ class Command(BaseCommand):
     def _create_all(self, cells: list[Cell], image: str, timeout: float) -> None:
         """Start every prediction before waiting on any, so the run takes one model latency."""
         for cell in cells:
-            payload = prompts.build_prediction_input(
+            payload = image_models.build_model_input(
+                image_models.get_model(cell.model),
                 prompt=cell.prompt,
                 image=image,
-                user_id=0,
+                user_id=prompts.opaque_user_id(0),
                 openai_api_key=settings.OPENAI_API_KEY,
                 quality=settings.AVATAR_IMAGE_QUALITY,
             )
             try:
-                state = replicate_client.create_prediction(
-                    model=settings.REPLICATE_MODEL, input=payload
-                )
+                state = replicate_client.create_prediction(model=cell.model, input=payload)
             except ReplicateCallError as exc:
                 cell.fail(exc.kind, f"create failed: {self._redact(exc.detail)}")
                 self._note(cell, exc.kind.code)
@@ -241,6 +261,12 @@ class Command(BaseCommand):
     def _finish(self, cell: Cell, state: PredictionState, out_dir: Path) -> None:
         """Turn a terminal prediction into an image file or an error, like the pipeline does."""
         cell.predict_time = state.predict_time
+        cell.cost_usd = costs.price_prediction(
+            model=cell.model,
+            quality=settings.AVATAR_IMAGE_QUALITY,
+            images=1 if state.status == "succeeded" else 0,
+            usage=costs.read_token_usage(state.logs),
+        )
         if state.status == "failed":
             cell.fail(errors.classify_prediction_error(state.error), self._redact(state.error))
             return
@@ -267,6 +293,7 @@ class Command(BaseCommand):
             cell.fail(errors.OUTPUT_UNAVAILABLE, f"output is not a readable image: {exc}")
             return
         name = f"{cell.row:02d}-{slugify(cell.formulation.name) or 'variant'}-{cell.style.id}"
+        name += f"-{slugify(cell.model.rsplit('/', 1)[-1])}"
         cell.image = f"{name}.{extension}"
         (out_dir / cell.image).write_bytes(content)
 
@@ -288,14 +315,14 @@ class Command(BaseCommand):
 
     def _note(self, cell: Cell, what: str) -> None:
         if self.verbosity >= 2:
-            self.stderr.write(f"{cell.formulation.name} / {cell.style.id}: {what}")
+            self.stderr.write(f"{cell.formulation.name} / {cell.model} / {cell.style.id}: {what}")
 
     # --- the contact sheet -------------------------------------------------------------------
 
     def _render(
         self,
         cells: list[Cell],
-        formulations: list[Formulation],
+        models: list[str],
         styles: list[str],
         started: datetime,
     ) -> str:
@@ -303,13 +330,13 @@ class Command(BaseCommand):
         for cell in cells:
             by_row.setdefault(cell.row, []).append(cell)
         rows = [
-            {"formulation": formulation, "cells": by_row.get(row, [])}
-            for row, formulation in enumerate(formulations)
+            {"formulation": row[0].formulation, "model": row[0].model, "cells": row}
+            for row in by_row.values()
         ]
         context = {
             "rows": rows,
             "styles": [prompts.STYLES[style_id] for style_id in styles],
-            "model": settings.REPLICATE_MODEL,
+            "models": models,
             "provider": settings.REPLICATE_BASE_URL,
             "quality": settings.AVATAR_IMAGE_QUALITY,
             "date": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -360,11 +387,11 @@ def load_variants(path: Path) -> list[Formulation]:
     return variants
 
 
-def _parse_styles(requested: list[str]) -> list[str]:
-    unknown = [style_id for style_id in requested if style_id not in prompts.STYLES]
+def _parse_choices(kind: str, requested: list[str], known: dict) -> list[str]:
+    unknown = [name for name in requested if name not in known]
     if unknown:
         raise CommandError(
-            f"unknown style(s): {', '.join(unknown)}; choose from {', '.join(prompts.STYLES)}"
+            f"unknown {kind}(s): {', '.join(unknown)}; choose from {', '.join(known)}"
         )
     return list(dict.fromkeys(requested))  # in the order asked, once each
 
@@ -439,14 +466,14 @@ SHEET_TEMPLATE = """<!DOCTYPE html>
   <div>
     <h1>Prompt lab</h1>
     <dl>
-      <dt>Model</dt><dd>{{ model }}</dd>
+      <dt>Model{{ models|pluralize }}</dt><dd>{{ models|join:", " }}</dd>
       <dt>Provider</dt><dd>{{ provider }}</dd>
       <dt>Quality</dt><dd>{{ quality }}</dd>
       <dt>Date</dt><dd>{{ date }}</dd>
       <dt>Result</dt><dd>{{ succeeded }} succeeded, {{ failed }} failed</dd>
     </dl>
     <h2>Prompts</h2>
-    {% for row in rows %}
+    {% for row in rows %}{% if row.model == models.0 %}
     <details>
       <summary>{{ row.formulation.name }}{% if row.formulation.builtin %}
         (current version){% endif %}</summary>
@@ -458,7 +485,7 @@ SHEET_TEMPLATE = """<!DOCTYPE html>
       </details>
       {% endfor %}
     </details>
-    {% endfor %}
+    {% endif %}{% endfor %}
   </div>
 </header>
 <table>
@@ -473,9 +500,10 @@ SHEET_TEMPLATE = """<!DOCTYPE html>
     {% for row in rows %}
     <tr>
       <th>{{ row.formulation.name }}{% if row.formulation.builtin %}<br>
-        <small>(current version)</small>{% endif %}</th>
+        <small>(current version)</small>{% endif %}<br><code>{{ row.model }}</code></th>
       {% for cell in row.cells %}
-      <td data-formulation="{{ cell.formulation.name }}" data-style="{{ cell.style.id }}">
+      <td data-formulation="{{ cell.formulation.name }}" data-model="{{ cell.model }}"
+        data-style="{{ cell.style.id }}">
         {% if cell.image %}
         <a href="{{ cell.image }}"><img src="{{ cell.image }}" loading="lazy"
           alt="{{ cell.formulation.name }} / {{ cell.style.name }}"></a>
