@@ -63,7 +63,7 @@ INSERT INTO avatars_avatar (id, owner_id, session_id, style, prompt_version, sta
                             poll_seq, next_poll_at, api_retries, create_sent_at, deadline_at,
                             image, width, height, image_sha256, error_code, error_message,
                             error_detail, idempotency_key, idempotency_fingerprint, created_at,
-                            submitted_at, completed_at)
+                            submitted_at, completed_at, cost_usd, model, quality)
 SELECT md5('a' || g)::uuid,
        %(first_user)s + g %% %(users)s,
        md5('s' || g)::uuid,
@@ -71,7 +71,7 @@ SELECT md5('a' || g)::uuid,
        'avatars/' || md5('i' || g) || '.png', 1024, 1024, md5('x' || g), '', '', '',
        CASE WHEN g %% 10 = 0 OR ts > now() - interval '24 hours' THEN 'key-' || g ELSE '' END,
        CASE WHEN g %% 10 = 0 OR ts > now() - interval '24 hours' THEN md5('k' || g) ELSE '' END,
-       ts, ts, ts + interval '30 seconds'
+       ts, ts, ts + interval '30 seconds', 0.05, 'openai/gpt-image-1.5', 'medium'
 FROM (
     SELECT g, CASE
         WHEN g %% 10 = 0 THEN now() - interval '40 days' - (g %% 86400) * interval '1 second'
