@@ -22,7 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from avatars import breaker, erasure, image_urls, pacing, prompts, services
+from avatars import breaker, erasure, faces, image_urls, pacing, prompts, services, waits
 from avatars.models import Avatar, SelfieSession
 from avatars.selfies import InvalidSelfie, prepare_selfie_from_settings
 from config.api_errors import ApiError
@@ -54,6 +54,7 @@ class AvatarOutput(serializers.ModelSerializer):
     refund = serializers.SerializerMethodField()
     notice = serializers.SerializerMethodField()
     queue_position = serializers.SerializerMethodField()
+    eta_seconds = serializers.SerializerMethodField()
 
     class Meta:
         model = Avatar
@@ -69,6 +70,7 @@ class AvatarOutput(serializers.ModelSerializer):
             "refund",
             "notice",
             "queue_position",
+            "eta_seconds",
             "attempts",
             "created_at",
             "completed_at",
@@ -115,6 +117,15 @@ class AvatarOutput(serializers.ModelSerializer):
             return None
         return None if ahead is None else ahead + 1
 
+    @extend_schema_field(serializers.IntegerField(allow_null=True, min_value=0))
+    def get_eta_seconds(self, avatar: Avatar) -> int | None:
+        """Seconds it probably still needs (our median over the last hour minus what it spent);
+        null when finished or without data."""
+        typical = self.context.get("typical_seconds", waits.MISSING)
+        if typical is waits.MISSING:
+            typical = waits.typical_seconds()
+        return waits.eta_seconds(avatar, typical)
+
 
 def provider_notice(avatar: Avatar) -> dict:
     until = avatar.deadline_at or avatar.created_at + timedelta(
@@ -138,11 +149,20 @@ def _avatar_context(request: Request, avatars) -> dict:
         "request": request,
         "compensations": _compensations_for(avatars),
         "breaker_open": breaker.current_state().open,
+        "typical_seconds": waits.typical_seconds(),
     }
+
+
+class FaceCheckOutput(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=[faces.NO_FACE, faces.SEVERAL_FACES, faces.FACE_TOO_SMALL]
+    )
+    message = serializers.CharField()
 
 
 class SessionOutput(serializers.ModelSerializer):
     selfie_deleted = serializers.SerializerMethodField()
+    face_check = serializers.SerializerMethodField()
     avatars = serializers.SerializerMethodField()
 
     class Meta:
@@ -154,11 +174,21 @@ class SessionOutput(serializers.ModelSerializer):
             "selfie_deleted",
             "selfie_width",
             "selfie_height",
+            "faces_found",
+            "face_share",
+            "face_check",
             "avatars",
         ]
 
     def get_selfie_deleted(self, session: SelfieSession) -> bool:
         return session.selfie_deleted_at is not None
+
+    @extend_schema_field(FaceCheckOutput(allow_null=True))
+    def get_face_check(self, session: SelfieSession) -> dict | None:
+        """Null when the photo passed (or was not checked): submit it without `confirm`."""
+        if not session.face_check_failed:
+            return None
+        return {"status": session.face_check, "message": faces.MESSAGES[session.face_check]}
 
     @extend_schema_field(AvatarOutput(many=True))
     def get_avatars(self, session: SelfieSession) -> list[dict]:
@@ -255,12 +285,41 @@ class StyleListView(APIView):
         return Response(StyleOutput(prompts.STYLES.values(), many=True).data)
 
 
+class StatusOutput(serializers.Serializer):
+    typical_seconds = serializers.FloatField(
+        allow_null=True, help_text="Median request-to-image time over the last hour."
+    )
+    queue_length = serializers.IntegerField(
+        allow_null=True, help_text="Avatars waiting for a create slot."
+    )
+    provider = serializers.ChoiceField(choices=["ok", "degraded", "unavailable"])
+
+
+class StatusView(APIView):
+    """What to expect before paying: no sign-in needed."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses=StatusOutput, summary="How long an avatar takes now")
+    def get(self, request: Request) -> Response:
+        return Response(
+            {
+                "typical_seconds": waits.typical_seconds(),
+                "queue_length": waits.queue_length(),
+                "provider": waits.provider_status(),
+            }
+        )
+
+
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
 
 
 class AvatarCreateInput(serializers.Serializer):
     session = serializers.UUIDField()
     style = serializers.ChoiceField(choices=list(prompts.STYLES), default=prompts.DEFAULT_STYLE)
+    confirm = serializers.BooleanField(
+        default=False, help_text="Use a photo whose face check failed anyway."
+    )
 
 
 def _capacity_reached(resets_at: datetime) -> ApiError:
@@ -289,6 +348,10 @@ class AvatarListCreateView(APIView):
             202: AvatarOutput,
             402: error_response("`insufficient_credits`: not enough credits for an avatar."),
             404: error_response("`not_found`: none of your sessions has this id."),
+            409: error_response(
+                "`face_check_failed`: the session's `face_check` warns about the photo; nothing "
+                'was charged. Send `"confirm": true` to use it anyway.'
+            ),
             410: error_response("`session_expired`: the selfie has expired; upload it again."),
             422: error_response(
                 "`idempotency_conflict`: this Idempotency-Key was used for a different request."
@@ -329,12 +392,21 @@ class AvatarListCreateView(APIView):
                 session_id=data.validated_data["session"],
                 style=data.validated_data["style"],
                 idempotency_key=key,
+                confirm_face_check=data.validated_data["confirm"],
             )
         except services.SessionNotFound as exc:
             raise ApiError(404, "not_found", "No such session.") from exc
         except services.SessionExpired as exc:
             raise ApiError(
                 410, "session_expired", "This selfie has expired. Please upload it again."
+            ) from exc
+        except services.FaceCheckFailed as exc:
+            raise ApiError(
+                409,
+                "face_check_failed",
+                f"{faces.MESSAGES[exc.args[0]]} Nothing was charged. Choose another photo, or "
+                "confirm to use this one anyway.",
+                fields={"confirm": ["Send true to use this photo anyway."]},
             ) from exc
         except services.TooManyInFlight as exc:
             raise ApiError(

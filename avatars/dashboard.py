@@ -25,11 +25,12 @@ from decimal import Decimal
 import redis
 from django.conf import settings
 from django.db import connection
-from django.db.models import Aggregate, Count, DurationField, F, QuerySet, Sum
+from django.db.models import Count, DurationField, F, QuerySet, Sum
 from django.db.models.functions import Trunc
 from django.utils import timezone
 
 from avatars import breaker, pacing
+from avatars.aggregates import Percentile
 from avatars.models import Alert, Avatar, DashboardRollup
 from credits.models import Compensation, LedgerEntry
 
@@ -118,16 +119,6 @@ class Dashboard:
 
     def top_errors(self, limit: int = 8) -> list[tuple[str, int]]:
         return sum((p.errors for p in self.periods), Counter()).most_common(limit)
-
-
-class Percentile(Aggregate):
-    """PostgreSQL's `percentile_cont`: the value below which `fraction` of the values lie."""
-
-    function = "PERCENTILE_CONT"
-    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
-
-    def __init__(self, expression, *, fraction: float, **extra):
-        super().__init__(expression, fraction=float(fraction), **extra)
 
 
 def floor_to(moment: datetime, unit: str) -> datetime:

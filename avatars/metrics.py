@@ -10,17 +10,15 @@ from __future__ import annotations
 import hmac
 import logging
 import statistics
-from datetime import timedelta
 
 import redis
 from django.conf import settings
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from avatars import breaker, pacing
+from avatars import breaker, pacing, waits
 from avatars.models import Avatar
 from avatars.shared_state import shared_redis
 
@@ -98,10 +96,7 @@ def _provider_gauges():
 
 
 def _completion_seconds_last_hour() -> list[float]:
-    since = timezone.now() - timedelta(hours=1)
-    rows = Avatar.objects.filter(
-        status=Avatar.Status.SUCCEEDED, completed_at__gte=since
-    ).values_list("created_at", "completed_at")
+    rows = waits.completed_in_last_hour().values_list("created_at", "completed_at")
     return [(done - created).total_seconds() for created, done in rows]
 
 

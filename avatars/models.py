@@ -46,6 +46,11 @@ class SelfieSession(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(default=default_selfie_expiry)
     selfie_deleted_at = models.DateTimeField(null=True, blank=True)
+    # The face check at upload (avatars/faces.py): its verdict ("" when it did not run), the
+    # faces found and the largest one's width as a share of the shorter side.
+    face_check = models.CharField(max_length=20, blank=True, default="")
+    faces_found = models.PositiveSmallIntegerField(null=True, blank=True)
+    face_share = models.FloatField(null=True, blank=True)
 
     class Meta:
         indexes = [
@@ -59,6 +64,11 @@ class SelfieSession(models.Model):
 
     def __str__(self) -> str:
         return f"session {self.id}"
+
+    @property
+    def face_check_failed(self) -> bool:
+        """Whether a submission must be confirmed: the check ran and did not pass (faces.OK)."""
+        return self.face_check not in ("", "ok")
 
     def is_expired(self, now=None) -> bool:
         """True once the selfie is gone or past its retention: no new avatar may use it."""

@@ -104,7 +104,8 @@ class Turn:
     ahead: int = 0
 
 
-def _max_rate() -> float:
+def configured_rate() -> float:
+    """Creates per second REPLICATE_CREATES_PER_MINUTE allows."""
     return settings.REPLICATE_CREATES_PER_MINUTE / 60
 
 
@@ -120,7 +121,7 @@ def take_turn(member: str, *, submitted_at: float, now: float | None = None) -> 
             time.time() if now is None else now,
             member,
             submitted_at,
-            _max_rate(),
+            configured_rate(),
             settings.REPLICATE_CREATES_BURST,
             STALE_WAITER_SECONDS,
         ],
@@ -135,7 +136,7 @@ def record_throttled(retry_after: float | None, *, now: float | None = None) -> 
         args=[
             time.time() if now is None else now,
             max(retry_after or 1.0, 0.0),
-            _max_rate(),
+            configured_rate(),
             DECREASE_FACTOR,
             MIN_RATE_PER_SECOND,
         ],
@@ -145,7 +146,7 @@ def record_throttled(retry_after: float | None, *, now: float | None = None) -> 
 
 def record_created() -> None:
     """A create went through: win back a little of the rate."""
-    _script(_CREATED)(keys=[BUCKET_KEY], args=[_max_rate(), INCREASE_FACTOR])
+    _script(_CREATED)(keys=[BUCKET_KEY], args=[configured_rate(), INCREASE_FACTOR])
 
 
 def leave_queue(member: str) -> None:
@@ -167,4 +168,4 @@ def waiting_count() -> int:
 def current_rate() -> float:
     """Creates per second the service allows itself now."""
     rate = shared_redis().hget(BUCKET_KEY, "rate")
-    return min(float(rate), _max_rate()) if rate else _max_rate()
+    return min(float(rate), configured_rate()) if rate else configured_rate()

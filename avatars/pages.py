@@ -25,6 +25,7 @@ def home(request: HttpRequest) -> HttpResponse:
             "credits": reverse("api-credits"),
             "sessions": reverse("api-sessions"),
             "styles": reverse("api-styles"),
+            "status": reverse("api-status"),
             "avatars": reverse("api-avatars"),
             "login": reverse("login"),
         },

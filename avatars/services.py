@@ -16,7 +16,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
-from avatars import errors, generation, prompts, spending
+from avatars import errors, faces, generation, prompts, spending
 from avatars.models import Avatar, SelfieSession
 from avatars.selfies import PreparedSelfie
 from credits import services as credit_services
@@ -42,6 +42,10 @@ class AvatarFinished(Exception):
     """The avatar already succeeded or failed; there is nothing to cancel."""
 
 
+class FaceCheckFailed(Exception):
+    """The session's photo failed the face check and the request did not confirm it."""
+
+
 class CapacityReached(Exception):
     """Today's spend reached AVATAR_DAILY_SPEND_LIMIT_USD; new avatars wait for `resets_at`."""
 
@@ -51,13 +55,18 @@ class CapacityReached(Exception):
 
 
 def create_selfie_session(*, owner: AbstractBaseUser, selfie: PreparedSelfie) -> SelfieSession:
-    """Store an already validated and re-encoded selfie in a new session."""
+    """Store an already validated and re-encoded selfie in a new session, with its face check."""
     session = SelfieSession(
         owner=owner,
         selfie_sha256=selfie.sha256,
         selfie_width=selfie.width,
         selfie_height=selfie.height,
     )
+    if settings.SELFIE_FACE_CHECK:
+        checked = faces.check_faces(selfie.content, min_fraction=settings.SELFIE_MIN_FACE_FRACTION)
+        session.face_check = checked.status
+        session.faces_found = checked.faces_found
+        session.face_share = checked.largest_share
     session.selfie.save(f"selfie.{selfie.extension}", ContentFile(selfie.content), save=False)
     try:
         with transaction.atomic():
@@ -78,12 +87,14 @@ def request_avatar(
     session_id: UUID,
     style: str = prompts.DEFAULT_STYLE,
     idempotency_key: str = "",
+    confirm_face_check: bool = False,
 ) -> tuple[Avatar, bool]:
     """Charge one avatar and queue it, in one transaction. Returns (avatar, created).
 
     A repeated Idempotency-Key with the same request returns the first avatar, charged once.
-    Raises SessionNotFound, SessionExpired, TooManyInFlight, IdempotencyConflict,
-    CapacityReached or credits.services.InsufficientCredits, having changed nothing.
+    Raises SessionNotFound, SessionExpired, FaceCheckFailed (unless `confirm_face_check`),
+    TooManyInFlight, IdempotencyConflict, CapacityReached or
+    credits.services.InsufficientCredits, having changed nothing.
     """
     if style not in prompts.STYLES:
         raise ValueError(f"unknown style {style!r}")
@@ -104,6 +115,8 @@ def request_avatar(
             raise SessionNotFound(session_id)
         if session.is_expired():
             raise SessionExpired(session_id)
+        if session.face_check_failed and not confirm_face_check:
+            raise FaceCheckFailed(session.face_check)
         in_flight = Avatar.objects.filter(owner=owner, status__in=generation.ACTIVE).count()
         if in_flight >= settings.AVATAR_MAX_IN_FLIGHT_PER_USER:
             raise TooManyInFlight(in_flight)

@@ -3,7 +3,7 @@
     python -m bench                       # everything: N=300, L=20 s (several minutes)
     python -m bench -n 20 -L 2            # a quick look while developing
     python -m bench --only pipeline,api   # some stages (pipeline, baseline, api, cleanup,
-                                          # dashboard)
+                                          # dashboard, faces)
 
 Needs PostgreSQL (BENCH_DATABASE_URL, a server URL; the bench creates and drops its own
 `bench_avatars_*` databases) and Redis (BENCH_REDIS_URL; DB 15 by default, flushed).
@@ -24,7 +24,7 @@ from bench import infra, report
 from bench.pipeline import WorkerSettings
 from bench.procs import ROOT, raise_on_sigterm
 
-STAGES = ("pipeline", "baseline", "api", "cleanup", "dashboard")
+STAGES = ("pipeline", "baseline", "api", "cleanup", "dashboard", "faces")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "api": None,
         "cleanup": None,
         "dashboard": None,
+        "faces": None,
     }
     base_env = infra.service_env(
         database_url=infra.database_url(args.database_url, infra.TEMPLATE_DB),
@@ -204,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
             results["dashboard"] = dashboard.run_stage(
                 rows=args.dashboard_rows, pg=pg, redis_url=args.redis_url, log_dir=log_dir
             )
+        if "faces" in stages:
+            from bench import faces
+
+            print("bench: face check stage", flush=True)
+            results["faces"] = faces.run_stage()
     except KeyboardInterrupt:
         print("bench: interrupted; stopping everything", file=sys.stderr)
         failed = True

@@ -436,6 +436,13 @@ SELFIE_MIN_SIDE = 256
 SELFIE_MAX_PIXELS = _positive("SELFIE_MAX_PIXELS", _read("SELFIE_MAX_PIXELS", env.int, 40_000_000))
 # The stored copy is scaled down so its longer side is at most this.
 SELFIE_STORED_MAX_SIDE = 2048
+# The face check at upload (avatars/faces.py): a warning the person may override, not a wall.
+SELFIE_FACE_CHECK = _bool("SELFIE_FACE_CHECK", True)
+SELFIE_MIN_FACE_FRACTION = _read("SELFIE_MIN_FACE_FRACTION", env.float, 0.15)
+if not 0 < SELFIE_MIN_FACE_FRACTION < 1:
+    raise ImproperlyConfigured(
+        f"Setting SELFIE_MIN_FACE_FRACTION must be between 0 and 1, got {SELFIE_MIN_FACE_FRACTION}"
+    )
 SELFIE_RETENTION_HOURS = _positive(
     "SELFIE_RETENTION_HOURS", _read("SELFIE_RETENTION_HOURS", env.float, 24.0)
 )

@@ -20,6 +20,7 @@ api_v1 = [
     ),
     path("account/data/", avatars_api.AccountDataView.as_view(), name="api-account-data"),
     path("styles/", avatars_api.StyleListView.as_view(), name="api-styles"),
+    path("status/", avatars_api.StatusView.as_view(), name="api-status"),
     path("avatars/", avatars_api.AvatarListCreateView.as_view(), name="api-avatars"),
     path("avatars/<uuid:avatar_id>/", avatars_api.AvatarDetailView.as_view(), name="api-avatar"),
     path(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import ExitStack
 
 import pytest
 from celery.contrib.testing.worker import start_worker
@@ -133,15 +134,19 @@ def _session_celery_worker(celery_queue, django_db_setup, django_db_blocker):
     # countdown (ETA) messages. A message left over from an earlier test finds its avatar gone
     # (the database is emptied between tests) and does nothing.
     _purge(celery_queue)
-    with start_worker(
-        celery_app,
-        pool="threads",
-        concurrency=16,
-        perform_ping_check=False,
-        queues=[celery_queue],
-        loglevel="WARNING",
-        shutdown_timeout=15,
-    ) as worker:
+    with ExitStack() as running:
+        with django_db_blocker.unblock():  # its start-up (Celery's Django fixup) reads models
+            worker = running.enter_context(
+                start_worker(
+                    celery_app,
+                    pool="threads",
+                    concurrency=16,
+                    perform_ping_check=False,
+                    queues=[celery_queue],
+                    loglevel="WARNING",
+                    shutdown_timeout=15,
+                )
+            )
         yield worker
     _purge(celery_queue)
     with django_db_blocker.unblock():

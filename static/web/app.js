@@ -13,7 +13,7 @@
     failed: "This avatar could not be made.",
     canceled: "Canceled.",
   };
-  // Rough duration of a generation, only to move the progress bar; the API has no estimate.
+  // Rough duration of a generation, for the progress bar until the API has an estimate.
   const EXPECTED_SECONDS = 30;
 
   const $ = (selector, root = document) => root.querySelector(selector);
@@ -23,9 +23,14 @@
     input: $("#selfie-input"),
     preview: $("#selfie-preview"),
     selfieStatus: $("#selfie-status"),
+    faceWarning: $("#face-warning"),
+    faceWarningText: $("#face-warning-text"),
+    faceConfirm: $("#face-confirm"),
+    faceAnother: $("#face-another"),
     styles: $("#styles"),
     generate: $("#generate"),
     generateStatus: $("#generate-status"),
+    typicalWait: $("#typical-wait"),
     current: $("#current"),
     gallery: $("#gallery"),
     galleryEmpty: $("#gallery-empty"),
@@ -36,6 +41,9 @@
   const state = {
     balance: null,
     sessionId: null,
+    // The session's face check warned and the person has not yet chosen to go on anyway.
+    faceUnconfirmed: false,
+    faceConfirmed: false,
     uploadSeq: 0,
     uploading: false,
     submitting: false,
@@ -173,6 +181,7 @@
   async function uploadSelfie(file) {
     const seq = ++state.uploadSeq;
     state.sessionId = null;
+    showFaceCheck(null);
     state.uploading = true;
     updateGenerateButton();
     showPreview(file);
@@ -184,11 +193,16 @@
       const session = await api("POST", config.urls.sessions, { form });
       if (seq !== state.uploadSeq) return;
       state.sessionId = session.id;
-      say(
-        els.selfieStatus,
-        `Photo accepted (${session.selfie_width}×${session.selfie_height}). Pick a style and generate.`,
-        "success",
-      );
+      if (session.face_check) {
+        say(els.selfieStatus, "");
+        showFaceCheck(session.face_check);
+      } else {
+        say(
+          els.selfieStatus,
+          `Photo accepted (${session.selfie_width}×${session.selfie_height}). Pick a style and generate.`,
+          "success",
+        );
+      }
     } catch (error) {
       if (seq !== state.uploadSeq) return;
       els.input.setAttribute("aria-invalid", "true");
@@ -200,6 +214,26 @@
         updateGenerateButton();
       }
     }
+  }
+
+  // The face check is a warning, not a wall: the person may use the photo anyway.
+  function showFaceCheck(check) {
+    state.faceUnconfirmed = Boolean(check);
+    state.faceConfirmed = false;
+    els.faceWarning.hidden = !check;
+    els.faceWarning.dataset.status = check ? check.status : "";
+    if (check) setText(els.faceWarningText, check.message);
+  }
+
+  function setUpFaceCheck() {
+    els.faceConfirm.addEventListener("click", () => {
+      state.faceUnconfirmed = false;
+      state.faceConfirmed = true;
+      els.faceWarning.hidden = true;
+      say(els.selfieStatus, "We will use this photo. Pick a style and generate.", "success");
+      updateGenerateButton();
+    });
+    els.faceAnother.addEventListener("click", () => els.input.click());
   }
 
   function setUpDropzone() {
@@ -281,7 +315,12 @@
   function updateGenerateButton() {
     const poor = state.balance !== null && state.balance < config.creditCost;
     els.generate.disabled =
-      !state.sessionId || !selectedStyle() || state.submitting || state.uploading || poor;
+      !state.sessionId ||
+      state.faceUnconfirmed ||
+      !selectedStyle() ||
+      state.submitting ||
+      state.uploading ||
+      poor;
     const message = `You need ${plural(config.creditCost, "credit")} for an avatar and have ${state.balance}.`;
     if (poor && !els.generateStatus.textContent) {
       say(els.generateStatus, message, "error");
@@ -299,7 +338,7 @@
     say(els.generateStatus, "Starting…");
     try {
       const avatar = await api("POST", config.urls.avatars, {
-        json: { session: state.sessionId, style: selectedStyle() },
+        json: { session: state.sessionId, style: selectedStyle(), confirm: state.faceConfirmed },
         // One key per click: a repeated request (a double click, a retry) is charged once.
         headers: { "Idempotency-Key": newIdempotencyKey() },
       });
@@ -338,10 +377,28 @@
 
   function estimatedProgress(avatar) {
     if (TERMINAL.has(avatar.status)) return 100;
+    const elapsed = elapsedSeconds(avatar);
+    if (avatar.eta_seconds !== null && avatar.eta_seconds !== undefined) {
+      // The API's estimate (our median time minus the time spent): elapsed of the whole wait.
+      const total = elapsed + avatar.eta_seconds;
+      return Math.round(Math.min(95, Math.max(5, (100 * elapsed) / Math.max(total, 1))));
+    }
     if (avatar.status === "queued") return 5;
-    // Moves quickly at first, then ever more slowly, never reaching the end by itself.
-    const fraction = 1 - Math.exp(-elapsedSeconds(avatar) / EXPECTED_SECONDS);
+    // Without one: quickly at first, then ever more slowly, never reaching the end by itself.
+    const fraction = 1 - Math.exp(-elapsed / EXPECTED_SECONDS);
     return Math.round(10 + 85 * fraction);
+  }
+
+  // Before paying: how long an avatar takes these days, from GET /api/v1/status/.
+  async function showTypicalWait() {
+    try {
+      const status = await api("GET", config.urls.status);
+      if (status.typical_seconds === null) return;
+      setText(els.typicalWait, `Usually ready in about ${Math.max(1, Math.round(status.typical_seconds))} s.`);
+      els.typicalWait.hidden = false;
+    } catch (error) {
+      // Only a hint: without it the page works the same.
+    }
   }
 
   function noticeText(notice) {
@@ -527,6 +584,8 @@
 
   async function start() {
     setUpDropzone();
+    setUpFaceCheck();
+    showTypicalWait();
     els.generate.addEventListener("click", generate);
     els.galleryMore.addEventListener("click", () => {
       if (state.nextPage) loadGallery(state.nextPage);

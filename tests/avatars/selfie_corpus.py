@@ -312,6 +312,49 @@ def jpeg_with_gps_exif(size: tuple[int, int] = (600, 300), orientation: int = 6)
     return encode(image, "JPEG", quality=92, exif=exif, comment=b"taken at home")
 
 
+# --- face-check fixtures (avatars/faces.py) --------------------------------------------------
+
+
+def portrait_rotated_by_exif() -> bytes:
+    """The portrait stored on its side, with the EXIF tag (6) that turns it upright."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = fixture_image().transpose(Image.Transpose.ROTATE_90)
+    return encode(stored, "JPEG", quality=90, exif=exif.tobytes())
+
+
+def two_portraits_side_by_side() -> bytes:
+    portrait = fixture_image()
+    pair = Image.new("RGB", (portrait.width * 2, portrait.height))
+    pair.paste(portrait, (0, 0))
+    pair.paste(portrait, (portrait.width, 0))
+    return encode(pair, "JPEG", quality=90)
+
+
+def small_face_on_a_large_canvas(side: int = 1024) -> bytes:
+    """The portrait in the middle of a plain canvas: its face is about 9% of the side."""
+    canvas = Image.new("RGB", (side, side), (200, 200, 200))
+    portrait = fixture_image()
+    canvas.paste(portrait, ((side - portrait.width) // 2, (side - portrait.height) // 2))
+    return encode(canvas, "JPEG", quality=90)
+
+
+def plain_picture() -> bytes:
+    return encode(Image.new("RGB", (800, 600), (90, 140, 200)), "JPEG", quality=90)
+
+
+def landscape() -> bytes:
+    """Sky over fields, with some texture: no face anywhere."""
+    image = Image.new("RGB", (900, 600))
+    draw = ImageDraw.Draw(image)
+    for y in range(600):
+        colour = (120 + y // 5, 160 + y // 10, 230 - y // 3) if y < 300 else (50, 120 + y % 11, 40)
+        draw.line((0, y, 900, y), fill=colour)
+    for x in range(0, 900, 37):
+        draw.ellipse((x, 280 - x % 23, x + 60, 320), fill=(30, 90 + x % 40, 30))
+    return encode(image, "JPEG", quality=90)
+
+
 def _with_com_padding(jpeg: bytes, total_size: int) -> bytes:
     """Insert COM segments after SOI so the JPEG stays well-formed but is exactly total_size."""
     remaining = total_size - len(jpeg)

@@ -7,13 +7,15 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.cache import cache
 from django.utils import timezone
 from freezegun import freeze_time
 
-from avatars import breaker, pacing, prompts
-from avatars.models import Avatar
+from avatars import breaker, pacing, prompts, waits
+from avatars.models import Avatar, SelfieSession
 from credits import services as credit_services
 from credits.models import LedgerEntry
+from tests.avatars import selfie_corpus
 from tests.avatars.selfie_corpus import fixture_bytes
 
 
@@ -337,3 +339,154 @@ def test_a_repeated_request_still_gets_its_avatar_once_the_cap_is_reached(
 
     assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
     assert post_avatar(alice_client, session_id).status_code == 503
+
+
+# --- the face check before paying ------------------------------------------------------------
+
+
+def upload(client, data: bytes) -> dict:
+    selfie = io.BytesIO(data)
+    selfie.name = "photo.jpg"
+    response = client.post("/api/v1/sessions/", {"selfie": selfie}, format="multipart")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def test_a_portrait_passes_the_face_check_and_says_what_was_found(alice_client):
+    session = upload(alice_client, fixture_bytes())
+
+    assert session["face_check"] is None
+    assert session["faces_found"] == 1 and 0.15 <= session["face_share"] < 0.3
+    stored = SelfieSession.objects.get(pk=session["id"])
+    assert (stored.face_check, stored.faces_found) == ("ok", 1)
+
+
+def test_a_photo_without_a_face_costs_nothing_until_it_is_confirmed(alice_client, funded):
+    session = upload(alice_client, selfie_corpus.landscape())
+    assert session["face_check"]["status"] == "no_face"
+    assert "could not find a face" in session["face_check"]["message"]
+    assert (
+        alice_client.get(f"/api/v1/sessions/{session['id']}/").json()["face_check"]
+        == (session["face_check"])
+    )
+
+    refused = post_avatar(alice_client, session["id"])
+
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "face_check_failed"
+    assert "Nothing was charged" in refused.json()["error"]["message"]
+    assert credit_services.get_balance(user=funded) == 10
+    assert not Avatar.objects.exists()
+
+    confirmed = alice_client.post(
+        "/api/v1/avatars/", {"session": session["id"], "confirm": True}, format="json"
+    )
+
+    assert confirmed.status_code == 202
+    assert credit_services.get_balance(user=funded) == 9
+
+
+@pytest.mark.parametrize(
+    "make, status",
+    [
+        (selfie_corpus.two_portraits_side_by_side, "several_faces"),
+        (selfie_corpus.small_face_on_a_large_canvas, "face_too_small"),
+    ],
+)
+def test_several_faces_or_a_small_one_warn_too(alice_client, funded, make, status):
+    session = upload(alice_client, make())
+
+    assert session["face_check"]["status"] == status
+    assert post_avatar(alice_client, session["id"]).status_code == 409
+
+
+def test_with_the_face_check_off_no_photo_is_questioned(alice_client, funded, settings):
+    settings.SELFIE_FACE_CHECK = False
+    session = upload(alice_client, selfie_corpus.plain_picture())
+
+    assert (session["face_check"], session["faces_found"], session["face_share"]) == (
+        None,
+        None,
+        None,
+    )
+    assert post_avatar(alice_client, session["id"]).status_code == 202
+
+
+# --- an honest wait --------------------------------------------------------------------------
+
+
+def _succeeded_taking(owner, session_id: str, seconds: float) -> None:
+    ended = timezone.now() - timedelta(minutes=5)
+    avatar = _ended_today(owner, session_id, "0")
+    Avatar.objects.filter(pk=avatar.pk).update(
+        created_at=ended - timedelta(seconds=seconds), completed_at=ended
+    )
+    cache.delete(waits.CACHE_KEY)  # as if the cached figure (up to 15 s old) had expired
+
+
+@freeze_time("2026-12-04 12:00:00")
+def test_an_unfinished_avatar_expects_the_median_of_the_last_hour_minus_its_time_so_far(
+    alice_client, funded, session_id
+):
+    for seconds in (30, 40, 50):
+        _succeeded_taking(funded, session_id, seconds)
+    with freeze_time("2026-12-04 10:00:00"):  # over an hour ago: not counted
+        _ended_today(funded, session_id, "0")
+    fresh = post_avatar(alice_client, session_id).json()
+    assert fresh["eta_seconds"] == 40
+
+    with freeze_time("2026-12-04 12:00:10"):
+        assert alice_client.get(f"/api/v1/avatars/{fresh['id']}/").json()["eta_seconds"] == 30
+    with freeze_time("2026-12-04 12:01:30"):  # longer than usual: never below zero
+        assert alice_client.get(f"/api/v1/avatars/{fresh['id']}/").json()["eta_seconds"] == 0
+    done = Avatar.objects.filter(status="succeeded").first()
+    assert alice_client.get(f"/api/v1/avatars/{done.pk}/").json()["eta_seconds"] is None
+
+
+def test_without_completions_in_the_last_hour_there_is_no_estimate(
+    alice_client, funded, session_id, anonymous_client
+):
+    avatar = post_avatar(alice_client, session_id).json()
+
+    assert avatar["eta_seconds"] is None
+    assert anonymous_client.get("/api/v1/status/").json()["typical_seconds"] is None
+
+
+def test_the_status_says_how_long_it_takes_how_many_wait_and_how_the_provider_is(
+    alice_client, funded, session_id, anonymous_client
+):
+    _succeeded_taking(funded, session_id, 42)
+    pacing.record_throttled(60.0)  # every create waits a minute
+    for index in range(2):
+        assert not pacing.take_turn(f"waiting-{index}", submitted_at=index).granted
+
+    status = anonymous_client.get("/api/v1/status/")
+
+    assert status.status_code == 200
+    assert status.json()["typical_seconds"] == pytest.approx(42)
+    assert status.json()["provider"] == "degraded"  # creates are slowed after a 429
+    assert status.json()["queue_length"] == 2
+
+
+def test_the_status_is_ok_normally_and_unavailable_while_the_breaker_is_open(db, anonymous_client):
+    assert anonymous_client.get("/api/v1/status/").json() == {
+        "typical_seconds": None,
+        "queue_length": 0,
+        "provider": "ok",
+    }
+    for _ in range(3):
+        breaker.record_failure()
+
+    assert anonymous_client.get("/api/v1/status/").json()["provider"] == "unavailable"
+
+
+def test_the_typical_time_is_aggregated_once_per_cache_period(
+    alice_client, funded, session_id, django_assert_max_num_queries
+):
+    _succeeded_taking(funded, session_id, 42)
+    waits.typical_seconds()
+    later = _ended_today(funded, session_id, "0")
+    Avatar.objects.filter(pk=later.pk).update(created_at=timezone.now() - timedelta(hours=0.9))
+
+    with django_assert_max_num_queries(0):
+        assert waits.typical_seconds() == pytest.approx(42)

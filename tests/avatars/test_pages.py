@@ -49,6 +49,7 @@ def test_signing_in_leads_to_the_page_with_the_api_addresses_and_the_cost(client
         "credits": reverse("api-credits"),
         "sessions": reverse("api-sessions"),
         "styles": reverse("api-styles"),
+        "status": reverse("api-status"),
         "avatars": reverse("api-avatars"),
         "login": reverse("login"),
     }

@@ -43,6 +43,8 @@ def _load_settings(**env: str) -> subprocess.CompletedProcess:
         ("AVATAR_PRICES_USD", '{"openai/gpt-image-2": "cheap"}'),
         ("OPENAI_TOKEN_PRICES_USD_PER_MILLION", '{"output_tokens": -40}'),
         ("AVATAR_DAILY_SPEND_LIMIT_USD", "0"),
+        ("SELFIE_MIN_FACE_FRACTION", "1.5"),
+        ("SELFIE_FACE_CHECK", "sometimes"),
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_the_variable(name, value):

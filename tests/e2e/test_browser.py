@@ -9,15 +9,19 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from avatars import errors
 from avatars.models import Avatar
-from avatars.selfies import MESSAGE_UNSUPPORTED
+from avatars.selfies import MESSAGE_UNSUPPORTED, prepare_selfie_from_settings
+from avatars.services import create_selfie_session
 from credits.services import get_balance, grant_credits
+from tests.avatars import selfie_corpus
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -219,3 +223,65 @@ def test_refused_photo_shows_the_message_and_the_refund_on_a_phone(
         "canceled",
         "failed",
     ]
+
+
+def _finished_an_hour_ago_in(seconds: float) -> None:
+    """Someone's avatar that took `seconds` from request to image, ten minutes ago."""
+    someone = get_user_model().objects.create_user(username="someone", password="someone-pw-1")
+    session = create_selfie_session(
+        owner=someone, selfie=prepare_selfie_from_settings(SELFIE.read_bytes())
+    )
+    ended = timezone.now() - timedelta(minutes=10)
+    Avatar.objects.create(
+        owner=someone,
+        session=session,
+        style="comic",
+        prompt_version="v1",
+        status="succeeded",
+        created_at=ended - timedelta(seconds=seconds),
+        completed_at=ended,
+    )
+
+
+def test_a_photo_without_a_face_warns_before_paying_and_may_be_used_anyway(
+    pipeline, live_server, chromium, artifacts_dir
+):
+    # Given a user with 2 credits, a photo of a landscape, and avatars taking 40 s lately
+    user = _user_with_credits("erin", 2)
+    landscape = {"name": "view.jpg", "mimeType": "image/jpeg", "buffer": selfie_corpus.landscape()}
+    _finished_an_hour_ago_in(40)
+
+    with _page(chromium, artifacts_dir, "face-check", DESKTOP) as (page, shot):
+        _sign_in(page, live_server, "erin")
+        # How long it takes, before paying
+        page.wait_for_selector("#typical-wait:not([hidden])")
+        assert page.text_content("#typical-wait") == "Usually ready in about 40 s."
+        page.set_input_files("#selfie-input", files=[landscape])
+
+        # The warning, with both ways on, and nothing to pay for until one is chosen
+        warning = page.locator("#face-warning")
+        warning.wait_for(state="visible")
+        assert "could not find a face" in warning.text_content()
+        assert page.get_by_role("button", name="Choose another photo").is_visible()
+        assert page.is_disabled("#generate")
+        shot("1-warned")
+
+        page.get_by_role("button", name="Use this photo anyway").click()
+        assert warning.is_hidden()
+        pipeline.configure(latency=3)
+        page.get_by_role("button", name="Generate avatar").click()
+        # The progress bar follows the estimate: a few seconds into a 40 s wait, a few percent
+        page.wait_for_selector("#current .avatar-card[data-status=running]")
+        progress = page.locator("#current .avatar-progress")
+        assert 5 <= int(progress.get_attribute("value")) <= 25
+        page.wait_for_selector("#current .avatar-card[data-status=succeeded]", timeout=30_000)
+        page.wait_for_function("document.querySelector('#balance').textContent === '1'")
+        shot("2-used-anyway")
+
+        # A portrait after it passes without a word
+        page.set_input_files("#selfie-input", str(SELFIE))
+        page.wait_for_selector("#selfie-status.success")
+        assert warning.is_hidden() and page.is_enabled("#generate")
+
+    assert Avatar.objects.get(owner=user).status == "succeeded"
+    assert Avatar.objects.get(owner=user).session.face_check == "no_face"
